@@ -63,7 +63,9 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
         stderr: Buffer.concat(err).toString("utf8"),
       };
       if (res.code !== 0 && !opts.allowFail) {
-        reject(new CommandError(argv, res.code, res.stderr + (signal ? ` (killed by ${signal})` : ""), res.stdout));
+        reject(
+          new CommandError(argv, res.code, res.stderr + (signal ? ` (killed by ${signal})` : ""), res.stdout),
+        );
       } else {
         resolve(res);
       }

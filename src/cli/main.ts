@@ -1,0 +1,21 @@
+#!/usr/bin/env node
+/**
+ * cli/main: the `podwall` command. Each subcommand lives in its own module and registers here.
+ * May not: hold logic of its own beyond wiring.
+ */
+import { Command } from "commander";
+import { registerExplain, registerSimulate } from "./simulate.js";
+
+const program = new Command();
+program
+  .name("podwall")
+  .description("Kubernetes NetworkPolicy enforcer: compiler, kernel dataplane, node agent")
+  .version("0.1.0")
+  .showHelpAfterError()
+  .exitOverride((err) => {
+    // Usage errors exit 2 like bad input; --help/--version exit 0.
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  });
+registerSimulate(program);
+registerExplain(program);
+await program.parseAsync(process.argv);

@@ -1,0 +1,149 @@
+/**
+ * engine: decide(flow) -> allowed or not, and why, per NetworkPolicy v1.
+ *
+ * Owns: the decision procedure: egress must be allowed at the source pod AND ingress at the
+ * destination pod; a side no policy isolates allows everything; within an isolated side the union
+ * of all rules of all isolating policies applies; a pod talking to its own IP is never filtered.
+ * Reads through DecisionSource so the live table and the NFQUEUE worker's snapshot share this code.
+ * May not: mutate anything or allocate on the allow-nothing/not-isolated paths beyond the result.
+ */
+import type { ContainerPort, Flow } from "./model.js";
+import { type PortMatcher, portsMatch } from "./ports.js";
+
+export interface EndpointView {
+  readonly key: string;
+  readonly identityId: number;
+  readonly ports: readonly ContainerPort[];
+}
+
+export type PeerView =
+  | { readonly kind: "sel"; readonly members: ReadonlySet<number> }
+  | { readonly kind: "block"; readonly id: number };
+
+export interface RuleView {
+  readonly index: number;
+  readonly peers: readonly PeerView[] | null;
+  readonly ports: PortMatcher;
+}
+
+export interface PolicyView {
+  readonly key: string;
+  readonly ingress: readonly RuleView[] | null;
+  readonly egress: readonly RuleView[] | null;
+}
+
+export interface DecisionSource {
+  readonly generation: number;
+  endpoint(ip: string): EndpointView | undefined;
+  isolatingById(identityId: number, dir: "ingress" | "egress"): readonly PolicyView[];
+  blocksFor(ip: string): readonly number[];
+}
+
+export type DirectionResult = "allowed" | "denied" | "not-isolated";
+
+export interface RuleRef {
+  policy: string;
+  rule: number;
+  /** Index of the matching peer in the rule's from/to, or -1 when the rule has no peers list. */
+  peer: number;
+}
+
+export interface DirectionVerdict {
+  readonly result: DirectionResult;
+  /** Keys of the policies isolating this side, sorted. */
+  readonly policies: readonly string[];
+  readonly by?: RuleRef;
+}
+
+export interface Verdict {
+  readonly allowed: boolean;
+  readonly ingress: DirectionVerdict;
+  readonly egress: DirectionVerdict;
+  /** Pod keys when the addresses belong to known pods. */
+  readonly src?: string;
+  readonly dst?: string;
+  readonly loopback?: boolean;
+}
+
+const NOT_ISOLATED: DirectionVerdict = Object.freeze({
+  result: "not-isolated",
+  policies: Object.freeze([]) as readonly string[],
+});
+
+function peerIndex(
+  peers: readonly PeerView[] | null,
+  other: EndpointView | undefined,
+  otherIP: string,
+  src: DecisionSource,
+): number {
+  if (peers === null) return -1;
+  let blocks: readonly number[] | undefined;
+  for (let i = 0; i < peers.length; i++) {
+    const p = peers[i];
+    if (p.kind === "sel") {
+      if (other !== undefined && p.members.has(other.identityId)) return i;
+    } else {
+      blocks ??= src.blocksFor(otherIP);
+      if (blocks.includes(p.id)) return i;
+    }
+  }
+  return -2;
+}
+
+function decideSide(
+  src: DecisionSource,
+  self: EndpointView,
+  dir: "ingress" | "egress",
+  other: EndpointView | undefined,
+  otherIP: string,
+  proto: number,
+  port: number,
+  dstPorts: readonly ContainerPort[] | undefined,
+): DirectionVerdict {
+  const pols = src.isolatingById(self.identityId, dir);
+  if (pols.length === 0) return NOT_ISOLATED;
+  for (let i = 0; i < pols.length; i++) {
+    const rules = pols[i][dir]!;
+    for (let r = 0; r < rules.length; r++) {
+      const rule = rules[r];
+      if (!portsMatch(rule.ports, proto, port, dstPorts)) continue;
+      const peer = peerIndex(rule.peers, other, otherIP, src);
+      if (peer !== -2) {
+        return {
+          result: "allowed",
+          policies: pols.map((p) => p.key),
+          by: { policy: pols[i].key, rule: rule.index, peer },
+        };
+      }
+    }
+  }
+  return { result: "denied", policies: pols.map((p) => p.key) };
+}
+
+export function decide(src: DecisionSource, flow: Flow): Verdict {
+  const s = src.endpoint(flow.src);
+  const d = src.endpoint(flow.dst);
+  if (s !== undefined && s === d) {
+    return {
+      allowed: true,
+      ingress: NOT_ISOLATED,
+      egress: NOT_ISOLATED,
+      src: s.key,
+      dst: d.key,
+      loopback: true,
+    };
+  }
+  const egress = s
+    ? decideSide(src, s, "egress", d, flow.dst, flow.proto, flow.port, d?.ports)
+    : NOT_ISOLATED;
+  const ingress = d
+    ? decideSide(src, d, "ingress", s, flow.src, flow.proto, flow.port, d.ports)
+    : NOT_ISOLATED;
+  return {
+    allowed: egress.result !== "denied" && ingress.result !== "denied",
+    ingress,
+    egress,
+    src: s?.key,
+    dst: d?.key,
+  };
+}

@@ -1,0 +1,65 @@
+/**
+ * explain: a verdict in words, for `podwall explain` and the deny logs.
+ *
+ * Owns: naming, per direction, which policies isolate each side and which rule (policy, rule index,
+ * peer, ports) allows the flow, or why none does.
+ * May not: decide anything itself: it narrates the engine's verdict over the same table.
+ */
+import { type DirectionVerdict, decide, type Verdict } from "./engine.js";
+import { type Flow, PROTO_NAMES } from "./model.js";
+import { describePeer } from "./policy.js";
+import { describePort } from "./ports.js";
+import type { PolicyTable } from "./table.js";
+
+function describeRule(table: PolicyTable, dir: "ingress" | "egress", v: DirectionVerdict): string {
+  const by = v.by!;
+  const pol = table.policy(by.policy);
+  const rule = pol?.spec[dir]?.[by.rule];
+  const field = dir === "ingress" ? "from" : "to";
+  const peer =
+    by.peer < 0 || !rule?.peers
+      ? `no ${field} list (every peer)`
+      : `${field}[${by.peer}] ${describePeer(rule.peers[by.peer])}`;
+  const ports = rule?.ports ? rule.ports.map(describePort).join(", ") : "all ports";
+  return `allowed by NetworkPolicy ${by.policy}, ${dir} rule ${by.rule}: ${peer}; ports ${ports}`;
+}
+
+function side(
+  table: PolicyTable,
+  dir: "ingress" | "egress",
+  who: string | undefined,
+  v: DirectionVerdict,
+): string[] {
+  const label = dir === "egress" ? "egress (at the source)" : "ingress (at the destination)";
+  if (!who)
+    return [
+      `${label}: ${dir === "egress" ? "source" : "destination"} is not a pod policy can select; not isolated`,
+    ];
+  if (v.result === "not-isolated")
+    return [
+      `${label}: ${who} is not isolated for ${dir} (no NetworkPolicy with ${dir === "egress" ? "Egress" : "Ingress"} in policyTypes selects it): allowed`,
+    ];
+  const lines = [`${label}: ${who} is isolated for ${dir} by ${v.policies.join(", ")}`];
+  if (v.result === "allowed") lines.push(`  ${describeRule(table, dir, v)}`);
+  else lines.push(`  denied: no ${dir} rule of these policies matches both the peer and the port`);
+  return lines;
+}
+
+export function explainVerdict(table: PolicyTable, flow: Flow, v: Verdict): string {
+  const proto = PROTO_NAMES[flow.proto];
+  const from = v.src ? `${v.src} (${flow.src})` : flow.src;
+  const to = v.dst ? `${v.dst} (${flow.dst})` : flow.dst;
+  const lines = [`${from} -> ${to} on ${flow.port}/${proto}: ${v.allowed ? "ALLOWED" : "DENIED"}`];
+  if (v.loopback) {
+    lines.push("  a pod talking to its own address is never filtered");
+    return lines.join("\n");
+  }
+  lines.push(...side(table, "egress", v.src, v.egress).map((l) => `  ${l}`));
+  lines.push(...side(table, "ingress", v.dst, v.ingress).map((l) => `  ${l}`));
+  return lines.join("\n");
+}
+
+export function explainFlow(table: PolicyTable, flow: Flow): { verdict: Verdict; text: string } {
+  const verdict = decide(table, flow);
+  return { verdict, text: explainVerdict(table, flow, verdict) };
+}

@@ -1,0 +1,91 @@
+/**
+ * ip: strict parsing of IP addresses and CIDRs into canonical text and bytes.
+ *
+ * Owns: the one canonical spelling of an address (IPv4 dotted quad, IPv6 as ipaddr.js prints it,
+ * RFC 5952 compression) that every map key in podwall uses, and host-bit masking of CIDRs.
+ * May not: do I/O. Rejects the legacy forms the API server rejects too (short or octal IPv4).
+ */
+import ipaddr from "ipaddr.js";
+
+export type Family = 4 | 6;
+
+export interface ParsedIP {
+  family: Family;
+  bytes: Uint8Array;
+  text: string;
+}
+
+export interface ParsedCIDR {
+  family: Family;
+  /** Network address bytes with host bits cleared. */
+  bytes: Uint8Array;
+  prefix: number;
+  /** Canonical "addr/prefix" with host bits cleared. */
+  text: string;
+}
+
+const V4_STRICT = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+export function parseIP(s: string): ParsedIP | undefined {
+  if (typeof s !== "string") return undefined;
+  if (V4_STRICT.test(s)) {
+    const a = ipaddr.IPv4.parse(s);
+    return { family: 4, bytes: Uint8Array.from(a.toByteArray()), text: a.toString() };
+  }
+  if (s.includes(":") && ipaddr.IPv6.isValid(s)) {
+    const a = ipaddr.IPv6.parse(s);
+    if (a.zoneId) return undefined;
+    return { family: 6, bytes: Uint8Array.from(a.toByteArray()), text: a.toString() };
+  }
+  return undefined;
+}
+
+export function canonicalIP(s: string): string | undefined {
+  return parseIP(s)?.text;
+}
+
+export function parseCIDR(s: string): ParsedCIDR | undefined {
+  if (typeof s !== "string") return undefined;
+  const slash = s.indexOf("/");
+  if (slash < 0) return undefined;
+  const addr = parseIP(s.slice(0, slash));
+  const lenText = s.slice(slash + 1);
+  if (!addr || !/^\d{1,3}$/.test(lenText)) return undefined;
+  const prefix = Number(lenText);
+  const bits = addr.family === 4 ? 32 : 128;
+  if (prefix > bits) return undefined;
+  const bytes = maskBytes(addr.bytes, prefix);
+  const text = `${bytesToText(addr.family, bytes)}/${prefix}`;
+  return { family: addr.family, bytes, prefix, text };
+}
+
+export function maskBytes(bytes: Uint8Array, prefix: number): Uint8Array {
+  const out = new Uint8Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) {
+    const keep = Math.max(0, Math.min(8, prefix - i * 8));
+    out[i] = keep === 0 ? 0 : bytes[i] & ((0xff << (8 - keep)) & 0xff);
+  }
+  return out;
+}
+
+export function bytesToText(family: Family, bytes: Uint8Array): string {
+  return ipaddr.fromByteArray(Array.from(bytes)).toString();
+}
+
+/** Bit i (0 = most significant) of an address. */
+export function bitAt(bytes: Uint8Array, i: number): number {
+  return (bytes[i >> 3] >> (7 - (i & 7))) & 1;
+}
+
+/** True when `inner` lies inside `outer` (same family, longer-or-equal prefix, same network bits). */
+export function cidrContains(outer: ParsedCIDR, inner: ParsedCIDR): boolean {
+  if (outer.family !== inner.family || inner.prefix < outer.prefix) return false;
+  const masked = maskBytes(inner.bytes, outer.prefix);
+  return masked.every((b, i) => b === outer.bytes[i]);
+}
+
+export function ipInCIDR(ip: ParsedIP, cidr: ParsedCIDR): boolean {
+  if (ip.family !== cidr.family) return false;
+  const masked = maskBytes(ip.bytes, cidr.prefix);
+  return masked.every((b, i) => b === cidr.bytes[i]);
+}

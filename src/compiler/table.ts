@@ -1,0 +1,575 @@
+/**
+ * table: the incrementally maintained compiled policy table, the one truth every consumer reads
+ * (simulate, explain, the verdict engine and cache, the iptables renderer, the NFQUEUE snapshot).
+ *
+ * Owns: label-set identities (pods with equal namespace+labels share one), the selector cache (one
+ * entry per distinct selector with its member identities, shared by all policies), the ipBlock
+ * registry and CIDR tries, the IP -> pod index, and per-identity lists of isolating policies.
+ * Every event touches only what it changes: a pod label change re-evaluates the selectors of that
+ * pod's namespace and the namespace-selecting ones, never unrelated policies.
+ * May not: do I/O, or import the dataplane or the agent. Bad policies throw InputError before any
+ * state changes, so a rejected update leaves the last good version in force.
+ */
+import { CidrTrie } from "./cidr-trie.js";
+import { type ParsedIP, parseIP } from "./ip.js";
+import {
+  type ContainerPort,
+  defaultNamespace,
+  isTerminalPhase,
+  type NamespaceInfo,
+  NS_NAME_LABEL,
+  type PodInfo,
+  podKey,
+} from "./model.js";
+import {
+  type BlockSpec,
+  compilePolicy,
+  type PeerSpec,
+  type PolicySpec,
+  type SelectorSpec,
+} from "./policy.js";
+import type { PortMatcher } from "./ports.js";
+
+export interface Identity {
+  readonly id: number;
+  readonly key: string;
+  readonly namespace: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly pods: Set<PodRecord>;
+  /** Selectors this identity is a member of. */
+  readonly selectors: Set<SelectorEntry>;
+  readonly ingress: Set<PolicyRecord>;
+  readonly egress: Set<PolicyRecord>;
+  /** Sorted views of ingress/egress, rebuilt lazily after a change. */
+  sortedIngress: PolicyRecord[] | null;
+  sortedEgress: PolicyRecord[] | null;
+}
+
+export interface SelectorEntry {
+  readonly id: number;
+  readonly spec: SelectorSpec;
+  /** Member identity ids: the hot-path membership test. */
+  readonly members: Set<number>;
+  readonly memberIdentities: Set<Identity>;
+  /** Policies whose spec.podSelector this is. */
+  readonly targetOf: Set<PolicyRecord>;
+  refs: number;
+  /** Bumped whenever the member set or a member pod's IPs/ports change (renderers diff on it). */
+  version: number;
+}
+
+export interface BlockEntry {
+  readonly id: number;
+  readonly spec: BlockSpec;
+  refs: number;
+}
+
+export type CompiledPeer =
+  | { kind: "sel"; sel: SelectorEntry; members: Set<number>; spec: PeerSpec }
+  | { kind: "block"; block: BlockEntry; id: number; spec: PeerSpec };
+
+export interface CompiledRule {
+  readonly index: number;
+  /** null = every peer. */
+  readonly peers: readonly CompiledPeer[] | null;
+  readonly ports: PortMatcher;
+}
+
+export interface PolicyRecord {
+  readonly key: string;
+  readonly spec: PolicySpec;
+  readonly target: SelectorEntry;
+  readonly ingress: readonly CompiledRule[] | null;
+  readonly egress: readonly CompiledRule[] | null;
+}
+
+export interface PodRecord {
+  readonly key: string;
+  readonly info: PodInfo;
+  /** identity?.id, or 0: what the engine compares against selector members. */
+  readonly identityId: number;
+  readonly ports: readonly ContainerPort[];
+  /** Undefined for pods policy never selects: hostNetwork and terminal (Succeeded/Failed) pods. */
+  readonly identity: Identity | undefined;
+  readonly parsedIPs: readonly ParsedIP[];
+  /** Insertion order, to break ties between live pods that transiently share an IP. */
+  readonly seq: number;
+}
+
+export interface TableStats {
+  pods: number;
+  namespaces: number;
+  policies: number;
+  identities: number;
+  selectors: number;
+  ipBlocks: number;
+}
+
+const byKey = (a: PolicyRecord, b: PolicyRecord) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+
+function labelsKey(labels: Readonly<Record<string, string>>): string {
+  const keys = Object.keys(labels).sort();
+  let s = "";
+  for (const k of keys) s += `${k}=${labels[k]}\u0000`;
+  return s;
+}
+
+function samePod(a: PodInfo, b: PodInfo): boolean {
+  return (
+    a.phase === b.phase &&
+    a.hostNetwork === b.hostNetwork &&
+    a.nodeName === b.nodeName &&
+    labelsKey(a.labels) === labelsKey(b.labels) &&
+    a.ips.join(",") === b.ips.join(",") &&
+    JSON.stringify(a.ports) === JSON.stringify(b.ports)
+  );
+}
+
+export class PolicyTable {
+  /** Bumped on every change that can alter a verdict; caches compare against it. */
+  generation = 0;
+
+  private nextId = 1;
+  private podSeq = 0;
+  private readonly pods = new Map<string, PodRecord>();
+  private readonly namespaces = new Map<string, NamespaceInfo>();
+  private readonly identities = new Map<string, Identity>();
+  private readonly identitiesById = new Map<number, Identity>();
+  private readonly identitiesByNs = new Map<string, Set<Identity>>();
+  private readonly selectors = new Map<string, SelectorEntry>();
+  /** Namespace-scoped selectors by namespace, and the namespaceSelector ones that span namespaces. */
+  private readonly selectorsByNs = new Map<string, Set<SelectorEntry>>();
+  private readonly globalSelectors = new Set<SelectorEntry>();
+  private readonly blocks = new Map<string, BlockEntry>();
+  private readonly blocksById = new Map<number, BlockEntry>();
+  private readonly trie = new CidrTrie();
+  private readonly policies = new Map<string, PolicyRecord>();
+  private readonly byIP = new Map<string, PodRecord[]>();
+  /** Listeners told after each change; the dataplane marks itself dirty from these. */
+  private readonly listeners = new Set<() => void>();
+
+  // ---------------------------------------------------------------- reads
+
+  stats(): TableStats {
+    return {
+      pods: this.pods.size,
+      namespaces: this.namespaces.size,
+      policies: this.policies.size,
+      identities: this.identities.size,
+      selectors: this.selectors.size,
+      ipBlocks: this.blocks.size,
+    };
+  }
+
+  namespaceLabels(name: string): Readonly<Record<string, string>> {
+    return (this.namespaces.get(name) ?? defaultNamespace(name)).labels;
+  }
+
+  hasNamespace(name: string): boolean {
+    return this.namespaces.has(name);
+  }
+
+  pod(key: string): PodRecord | undefined {
+    return this.pods.get(key);
+  }
+
+  allPods(): IterableIterator<PodRecord> {
+    return this.pods.values();
+  }
+
+  policy(key: string): PolicyRecord | undefined {
+    return this.policies.get(key);
+  }
+
+  allPolicies(): IterableIterator<PolicyRecord> {
+    return this.policies.values();
+  }
+
+  allSelectors(): IterableIterator<SelectorEntry> {
+    return this.selectors.values();
+  }
+
+  identityById(id: number): Identity | undefined {
+    return this.identitiesById.get(id);
+  }
+
+  block(id: number): BlockEntry | undefined {
+    return this.blocksById.get(id);
+  }
+
+  /** The live, policy-relevant pod that owns `ip` (hostNetwork and terminal pods never do). */
+  endpoint(ip: string): PodRecord | undefined {
+    const list = this.byIP.get(ip);
+    return list ? list[0] : undefined;
+  }
+
+  private blockMatchCache = new Map<string, readonly number[]>();
+
+  /** ipBlocks (by id) containing the address, memoized per address until the blocks change. */
+  blocksFor(ip: string): readonly number[] {
+    let hit = this.blockMatchCache.get(ip);
+    if (hit) return hit;
+    const parsed = parseIP(ip);
+    hit = parsed && this.trie.size > 0 ? this.trie.match(parsed.family, parsed.bytes) : NO_BLOCKS;
+    if (this.blockMatchCache.size >= 65536) this.blockMatchCache.clear();
+    this.blockMatchCache.set(ip, hit);
+    return hit;
+  }
+
+  isolatingById(identityId: number, dir: "ingress" | "egress"): readonly PolicyRecord[] {
+    const identity = this.identitiesById.get(identityId);
+    return identity ? this.isolating(identity, dir) : NO_POLICIES;
+  }
+
+  /** Policies isolating this identity in a direction, sorted by key; empty = not isolated. */
+  isolating(identity: Identity, dir: "ingress" | "egress"): readonly PolicyRecord[] {
+    if (dir === "ingress") {
+      if (!identity.sortedIngress) identity.sortedIngress = [...identity.ingress].sort(byKey);
+      return identity.sortedIngress;
+    }
+    if (!identity.sortedEgress) identity.sortedEgress = [...identity.egress].sort(byKey);
+    return identity.sortedEgress;
+  }
+
+  /** Live pods currently selected by a selector entry (for ipset rendering). */
+  *selectorPods(sel: SelectorEntry): Generator<PodRecord> {
+    for (const id of sel.memberIdentities) yield* id.pods;
+  }
+
+  onChange(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private changed(): void {
+    this.generation++;
+    for (const fn of this.listeners) fn();
+  }
+
+  // ---------------------------------------------------------------- namespaces
+
+  upsertNamespace(ns: NamespaceInfo): boolean {
+    const labels = { ...ns.labels, [NS_NAME_LABEL]: ns.name };
+    const prev = this.namespaces.get(ns.name);
+    const prevLabels = prev?.labels ?? defaultNamespace(ns.name).labels;
+    this.namespaces.set(ns.name, { name: ns.name, labels });
+    if (labelsKey(prevLabels) === labelsKey(labels)) return false;
+    this.relabelNamespace(ns.name);
+    this.changed();
+    return true;
+  }
+
+  deleteNamespace(name: string): boolean {
+    const prev = this.namespaces.get(name);
+    if (!prev) return false;
+    this.namespaces.delete(name);
+    // Pods still listed in a deleted namespace fall back to the default labels until they go too.
+    if (labelsKey(prev.labels) !== labelsKey(defaultNamespace(name).labels)) this.relabelNamespace(name);
+    this.changed();
+    return true;
+  }
+
+  private relabelNamespace(name: string): void {
+    const ids = this.identitiesByNs.get(name);
+    if (!ids) return;
+    for (const identity of ids) {
+      for (const sel of this.globalSelectors) this.reevaluate(sel, identity);
+    }
+  }
+
+  // ---------------------------------------------------------------- pods
+
+  upsertPod(info: PodInfo): boolean {
+    const key = podKey(info);
+    const prev = this.pods.get(key);
+    if (prev && samePod(prev.info, info)) return false;
+    // Detach without releasing the identity: an IP or phase change keeps the same label set, and
+    // re-creating the identity would re-evaluate every selector for nothing.
+    if (prev) this.detachPod(prev, false);
+    this.attachPod(key, info);
+    const old = prev?.identity;
+    if (old && old.pods.size === 0 && this.identities.get(old.key) === old) this.releaseIdentity(old);
+    this.changed();
+    return true;
+  }
+
+  deletePod(namespace: string, name: string): boolean {
+    const prev = this.pods.get(`${namespace}/${name}`);
+    if (!prev) return false;
+    this.detachPod(prev);
+    this.pods.delete(prev.key);
+    this.changed();
+    return true;
+  }
+
+  private attachPod(key: string, info: PodInfo): void {
+    const selectable = !info.hostNetwork && !isTerminalPhase(info.phase);
+    const parsedIPs = info.ips.map((s) => parseIP(s)).filter((p): p is ParsedIP => p !== undefined);
+    const identity = selectable ? this.acquireIdentity(info.namespace, info.labels) : undefined;
+    const rec: PodRecord = {
+      key,
+      info,
+      identity,
+      identityId: identity?.id ?? 0,
+      ports: info.ports,
+      parsedIPs,
+      seq: this.podSeq++,
+    };
+    this.pods.set(key, rec);
+    if (!identity) return;
+    identity.pods.add(rec);
+    for (const ip of parsedIPs) {
+      const list = this.byIP.get(ip.text);
+      if (!list) this.byIP.set(ip.text, [rec]);
+      else {
+        list.push(rec);
+        // A Running pod wins an IP over a Pending one; among equals the newest wins.
+        list.sort((a, b) => rank(b) - rank(a) || b.seq - a.seq);
+      }
+    }
+    for (const sel of identity.selectors) sel.version++;
+  }
+
+  private detachPod(rec: PodRecord, release = true): void {
+    const identity = rec.identity;
+    if (!identity) return;
+    for (const ip of rec.parsedIPs) {
+      const list = this.byIP.get(ip.text);
+      if (!list) continue;
+      const i = list.indexOf(rec);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this.byIP.delete(ip.text);
+    }
+    identity.pods.delete(rec);
+    for (const sel of identity.selectors) sel.version++;
+    if (release && identity.pods.size === 0) this.releaseIdentity(identity);
+  }
+
+  private acquireIdentity(namespace: string, labels: Readonly<Record<string, string>>): Identity {
+    const key = `${namespace}\u0001${labelsKey(labels)}`;
+    let identity = this.identities.get(key);
+    if (identity) return identity;
+    identity = {
+      id: this.nextId++,
+      key,
+      namespace,
+      labels: { ...labels },
+      pods: new Set(),
+      selectors: new Set(),
+      ingress: new Set(),
+      egress: new Set(),
+      sortedIngress: null,
+      sortedEgress: null,
+    };
+    this.identities.set(key, identity);
+    this.identitiesById.set(identity.id, identity);
+    let nsSet = this.identitiesByNs.get(namespace);
+    if (!nsSet) this.identitiesByNs.set(namespace, (nsSet = new Set()));
+    nsSet.add(identity);
+    // Only selectors that can possibly match: this namespace's own, and the cross-namespace ones.
+    const local = this.selectorsByNs.get(namespace);
+    if (local) for (const sel of local) this.reevaluate(sel, identity);
+    for (const sel of this.globalSelectors) this.reevaluate(sel, identity);
+    return identity;
+  }
+
+  private releaseIdentity(identity: Identity): void {
+    for (const sel of [...identity.selectors]) this.setMember(sel, identity, false);
+    this.identities.delete(identity.key);
+    this.identitiesById.delete(identity.id);
+    const nsSet = this.identitiesByNs.get(identity.namespace);
+    nsSet?.delete(identity);
+    if (nsSet?.size === 0) this.identitiesByNs.delete(identity.namespace);
+  }
+
+  // ---------------------------------------------------------------- selector cache
+
+  private selectorMatches(spec: SelectorSpec, identity: Identity): boolean {
+    if (spec.namespace !== null) {
+      if (identity.namespace !== spec.namespace) return false;
+    } else if (!spec.nsSel!.matches(this.namespaceLabels(identity.namespace))) {
+      return false;
+    }
+    return spec.podSel.matches(identity.labels);
+  }
+
+  private reevaluate(sel: SelectorEntry, identity: Identity): void {
+    this.setMember(sel, identity, this.selectorMatches(sel.spec, identity));
+  }
+
+  private setMember(sel: SelectorEntry, identity: Identity, member: boolean): void {
+    if (member === sel.members.has(identity.id)) return;
+    if (member) {
+      sel.members.add(identity.id);
+      sel.memberIdentities.add(identity);
+      identity.selectors.add(sel);
+      for (const pol of sel.targetOf) this.attachPolicyToIdentity(pol, identity);
+    } else {
+      sel.members.delete(identity.id);
+      sel.memberIdentities.delete(identity);
+      identity.selectors.delete(sel);
+      for (const pol of sel.targetOf) this.detachPolicyFromIdentity(pol, identity);
+    }
+    sel.version++;
+  }
+
+  private acquireSelector(spec: SelectorSpec): SelectorEntry {
+    let sel = this.selectors.get(spec.key);
+    if (sel) {
+      sel.refs++;
+      return sel;
+    }
+    sel = {
+      id: this.nextId++,
+      spec,
+      members: new Set(),
+      memberIdentities: new Set(),
+      targetOf: new Set(),
+      refs: 1,
+      version: 0,
+    };
+    this.selectors.set(spec.key, sel);
+    if (spec.namespace !== null) {
+      let set = this.selectorsByNs.get(spec.namespace);
+      if (!set) this.selectorsByNs.set(spec.namespace, (set = new Set()));
+      set.add(sel);
+      const ids = this.identitiesByNs.get(spec.namespace);
+      if (ids) for (const identity of ids) this.reevaluate(sel, identity);
+    } else {
+      this.globalSelectors.add(sel);
+      // Match namespaces first, then only the identities living in the matching ones.
+      for (const [ns, ids] of this.identitiesByNs) {
+        if (!spec.nsSel!.matches(this.namespaceLabels(ns))) continue;
+        for (const identity of ids)
+          if (spec.podSel.matches(identity.labels)) this.setMember(sel, identity, true);
+      }
+    }
+    return sel;
+  }
+
+  private releaseSelector(sel: SelectorEntry): void {
+    if (--sel.refs > 0) return;
+    for (const identity of [...sel.memberIdentities]) this.setMember(sel, identity, false);
+    this.selectors.delete(sel.spec.key);
+    if (sel.spec.namespace !== null) {
+      const set = this.selectorsByNs.get(sel.spec.namespace);
+      set?.delete(sel);
+      if (set?.size === 0) this.selectorsByNs.delete(sel.spec.namespace);
+    } else {
+      this.globalSelectors.delete(sel);
+    }
+  }
+
+  private acquireBlock(spec: BlockSpec): BlockEntry {
+    let b = this.blocks.get(spec.key);
+    if (b) {
+      b.refs++;
+      return b;
+    }
+    b = { id: this.nextId++, spec, refs: 1 };
+    this.blocks.set(spec.key, b);
+    this.blocksById.set(b.id, b);
+    this.trie.add(b.id, spec.cidr, spec.excepts);
+    this.blockMatchCache.clear();
+    return b;
+  }
+
+  private releaseBlock(b: BlockEntry): void {
+    if (--b.refs > 0) return;
+    this.blocks.delete(b.spec.key);
+    this.blocksById.delete(b.id);
+    this.trie.remove(b.id, b.spec.cidr, b.spec.excepts);
+    this.blockMatchCache.clear();
+  }
+
+  // ---------------------------------------------------------------- policies
+
+  /** Compile and install a NetworkPolicy object; throws InputError (state unchanged) if invalid. */
+  upsertPolicy(raw: unknown): boolean {
+    return this.upsertPolicySpec(compilePolicy(raw));
+  }
+
+  upsertPolicySpec(spec: PolicySpec): boolean {
+    const prev = this.policies.get(spec.key);
+    if (prev && prev.spec.fingerprint === spec.fingerprint) return false;
+    // Acquire the new version's selectors before releasing the old ones so shared entries survive.
+    const rec = this.buildPolicy(spec);
+    if (prev) this.uninstallPolicy(prev);
+    this.policies.set(spec.key, rec);
+    rec.target.targetOf.add(rec);
+    for (const identity of rec.target.memberIdentities) this.attachPolicyToIdentity(rec, identity);
+    this.changed();
+    return true;
+  }
+
+  deletePolicy(namespace: string, name: string): boolean {
+    const prev = this.policies.get(`${namespace}/${name}`);
+    if (!prev) return false;
+    this.uninstallPolicy(prev);
+    this.policies.delete(prev.key);
+    this.changed();
+    return true;
+  }
+
+  private buildPolicy(spec: PolicySpec): PolicyRecord {
+    const target = this.acquireSelector(spec.target);
+    const rules = (list: PolicySpec["ingress"]): CompiledRule[] | null =>
+      list === null
+        ? null
+        : list.map((r, index) => ({
+            index,
+            ports: r.ports,
+            peers:
+              r.peers === null
+                ? null
+                : r.peers.map((p): CompiledPeer => {
+                    if (p.kind === "sel") {
+                      const sel = this.acquireSelector(p.sel);
+                      return { kind: "sel", sel, members: sel.members, spec: p };
+                    }
+                    const block = this.acquireBlock(p.block);
+                    return { kind: "block", block, id: block.id, spec: p };
+                  }),
+          }));
+    return { key: spec.key, spec, target, ingress: rules(spec.ingress), egress: rules(spec.egress) };
+  }
+
+  private uninstallPolicy(rec: PolicyRecord): void {
+    rec.target.targetOf.delete(rec);
+    for (const identity of rec.target.memberIdentities) this.detachPolicyFromIdentity(rec, identity);
+    for (const rules of [rec.ingress, rec.egress]) {
+      for (const r of rules ?? []) {
+        for (const p of r.peers ?? []) {
+          if (p.kind === "sel") this.releaseSelector(p.sel);
+          else this.releaseBlock(p.block);
+        }
+      }
+    }
+    this.releaseSelector(rec.target);
+  }
+
+  private attachPolicyToIdentity(pol: PolicyRecord, identity: Identity): void {
+    if (pol.ingress !== null && !identity.ingress.has(pol)) {
+      identity.ingress.add(pol);
+      identity.sortedIngress = null;
+    }
+    if (pol.egress !== null && !identity.egress.has(pol)) {
+      identity.egress.add(pol);
+      identity.sortedEgress = null;
+    }
+  }
+
+  private detachPolicyFromIdentity(pol: PolicyRecord, identity: Identity): void {
+    if (identity.ingress.delete(pol)) identity.sortedIngress = null;
+    if (identity.egress.delete(pol)) identity.sortedEgress = null;
+  }
+}
+
+const NO_BLOCKS: readonly number[] = [];
+const NO_POLICIES: readonly PolicyRecord[] = [];
+
+function rank(p: PodRecord): number {
+  return p.info.phase === "Running" ? 1 : 0;
+}
+
+export type { ContainerPort };
