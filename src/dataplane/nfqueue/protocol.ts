@@ -1,0 +1,68 @@
+/**
+ * protocol: the messages between the main process (queue.ts), the runner child and its worker.
+ *
+ * Owns: message shapes only. Parent<->runner messages travel over a Node IPC channel with
+ * "advanced" (structured clone) serialization, so tables may hold Maps, Sets and typed arrays.
+ * May not: contain logic or import runtime modules (constants only).
+ */
+import type { MessagePort } from "node:worker_threads";
+import type { NfqStats } from "./stats.js";
+
+export interface VerdictConfig {
+  queueNum: number;
+  /** File URL of an ES module exporting `createDecider(table)`. */
+  deciderModule: string;
+  table: unknown;
+  /** Verdict for packets that cannot be parsed or decided, and the kernel's queue-full behaviour. */
+  failOpen: boolean;
+  maxLen: number;
+  copyRange: number;
+  rcvBufBytes: number;
+  /** Deny events reported per second (token bucket, same burst); the rest are counted only. */
+  denyRatePerSec: number;
+}
+
+export interface DenyEvent {
+  type: "deny";
+  src: string;
+  dst: string;
+  proto: number;
+  dport: number;
+  srcPort: number;
+}
+
+export type Decider = (src: string, dst: string, proto: number, dport: number) => { allowed: boolean };
+
+/** Parent -> runner. */
+export type ToRunner =
+  | { type: "start"; config: VerdictConfig }
+  | { type: "table"; table: unknown; generation: number }
+  | { type: "stats"; requestId: number }
+  | { type: "stop" };
+
+/** Runner -> parent. Worker -> runner uses the same shapes (the runner forwards them). */
+export type FromRunner =
+  | { type: "ready"; pid: number; warnings: string[] }
+  | { type: "denies"; events: DenyEvent[] }
+  | { type: "table-applied"; generation: number; error?: string }
+  | { type: "stats"; stats: NfqStats; requestId?: number }
+  | { type: "error"; message: string; fatal: boolean }
+  | { type: "stopped"; stats: NfqStats };
+
+/** Runner -> worker, through a MessagePort the worker polls between packets. */
+export interface TableUpdate {
+  table: unknown;
+  generation: number;
+}
+
+/** workerData of the verdict worker. */
+export interface WorkerInit {
+  config: VerdictConfig;
+  /** Float64 counters, layout in stats.ts; the worker is the only writer. */
+  counters: SharedArrayBuffer;
+  /** Int32 [stop flag, mailbox sequence]; the runner bumps the mailbox after posting a table. */
+  control: SharedArrayBuffer;
+  tablePort: MessagePort;
+}
+export const CTL_STOP = 0;
+export const CTL_MAILBOX = 1;

@@ -1,0 +1,218 @@
+/**
+ * worker: the verdict loop, in a worker_thread. Blocking recv -> nfq_handle_packet -> parse -> decide
+ * -> verdict, with no per-packet round trip to any other thread.
+ *
+ * Owns: the decider instance (built here from the factory module and swapped between packets),
+ * the shared counters (sole writer), deny-event rate limiting. The loop never throws per packet:
+ * anything that goes wrong yields the configured default verdict and a counter.
+ * May not: block on anything but recv, or wait for the main thread.
+ */
+import { performance } from "node:perf_hooks";
+import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
+import { NF_ACCEPT, NF_DROP, NfqQueue } from "./libnfq.js";
+import { ParsedPacket, parsePacket } from "./packet.js";
+import {
+  CTL_MAILBOX,
+  CTL_STOP,
+  type Decider,
+  type DenyEvent,
+  type FromRunner,
+  type TableUpdate,
+  type WorkerInit,
+} from "./protocol.js";
+import { latencyBucket, protoSlot, readStats, S } from "./stats.js";
+
+/** Deny events go out in batches at most this often, or when this many are pending. */
+const FLUSH_INTERVAL_MS = 20;
+const FLUSH_BATCH = 256;
+
+type DeciderFactory = (table: unknown) => Decider;
+
+function post(m: FromRunner): void {
+  parentPort!.postMessage(m);
+}
+
+async function loadFactory(url: string): Promise<DeciderFactory> {
+  const mod = (await import(url)) as { createDecider?: unknown };
+  if (typeof mod.createDecider !== "function") {
+    throw new Error(`decider module ${url} does not export a createDecider(table) function`);
+  }
+  return mod.createDecider as DeciderFactory;
+}
+
+function buildDecider(factory: DeciderFactory, table: unknown): Decider {
+  const d = factory(table);
+  if (typeof d !== "function") throw new Error("createDecider(table) did not return a function");
+  return d;
+}
+
+async function main(init: WorkerInit): Promise<void> {
+  const cfg = init.config;
+  const c = new Float64Array(init.counters);
+  const ctl = new Int32Array(init.control);
+  const defaultVerdict = cfg.failOpen ? NF_ACCEPT : NF_DROP;
+
+  let factory: DeciderFactory;
+  let decide: Decider;
+  try {
+    factory = await loadFactory(cfg.deciderModule);
+    decide = buildDecider(factory, cfg.table);
+  } catch (e) {
+    post({ type: "error", message: `decider: ${errText(e)}`, fatal: true });
+    return;
+  }
+
+  // Deny reporting: token bucket refilled from the packet clock; excess is only counted.
+  const rate = cfg.denyRatePerSec;
+  let tokens = rate;
+  let refillAt = performance.now();
+  let pending: DenyEvent[] = [];
+  let lastFlush = 0;
+  const flush = (now: number): void => {
+    if (pending.length === 0) return;
+    post({ type: "denies", events: pending });
+    pending = [];
+    lastFlush = now;
+  };
+
+  const pkt = new ParsedPacket();
+  let q: NfqQueue | undefined;
+  let now = 0;
+
+  const onPacket = (nfad: number): void => {
+    const t0 = performance.now();
+    const queue = q!;
+    const id = queue.packetId(nfad);
+    if (id < 0) return; // not a packet message: nothing to give a verdict on
+    let verdict = defaultVerdict;
+    let slot = 5;
+    let parsed = false;
+    try {
+      const len = queue.payload(nfad);
+      if (len > 0 && parsePacket(queue.buf, queue.payloadOffset, len, pkt)) {
+        parsed = true;
+        slot = protoSlot(pkt.proto);
+        try {
+          const r = decide(pkt.src, pkt.dst, pkt.proto, pkt.dstPort);
+          if (r !== null && typeof r === "object" && typeof r.allowed === "boolean") {
+            verdict = r.allowed ? NF_ACCEPT : NF_DROP;
+          } else {
+            c[S.deciderErrors]++;
+          }
+        } catch {
+          c[S.deciderErrors]++;
+        }
+      } else {
+        c[S.parseErrors]++;
+      }
+    } catch {
+      c[S.parseErrors]++; // should not happen: the parser does not throw; keep the loop alive anyway
+    }
+    queue.verdict(id, verdict);
+
+    c[S.packets]++;
+    if (verdict === NF_ACCEPT) {
+      c[S.accepted]++;
+      c[S.protoBase + 2 * slot]++;
+    } else {
+      c[S.dropped]++;
+      c[S.protoBase + 2 * slot + 1]++;
+    }
+    now = performance.now();
+    const us = (now - t0) * 1000;
+    c[S.histBase + latencyBucket(us)]++;
+    c[S.latencySumUs] += us;
+    if (us > c[S.latencyMaxUs]) c[S.latencyMaxUs] = us;
+
+    if (verdict === NF_DROP && parsed) {
+      tokens += ((now - refillAt) * rate) / 1000;
+      if (tokens > rate) tokens = rate;
+      refillAt = now;
+      if (tokens >= 1) {
+        tokens -= 1;
+        c[S.deniesReported]++;
+        pending.push({
+          type: "deny",
+          src: pkt.src,
+          dst: pkt.dst,
+          proto: pkt.proto,
+          dport: pkt.dstPort,
+          srcPort: pkt.srcPort,
+        });
+      } else {
+        c[S.deniesSuppressed]++;
+      }
+    }
+  };
+
+  const applyTables = (): void => {
+    let last: TableUpdate | undefined;
+    for (let m = receiveMessageOnPort(init.tablePort); m; m = receiveMessageOnPort(init.tablePort)) {
+      last = m.message as TableUpdate;
+    }
+    if (!last) return;
+    try {
+      decide = buildDecider(factory, last.table);
+      c[S.tableGeneration] = last.generation;
+      post({ type: "table-applied", generation: last.generation });
+    } catch (e) {
+      // Keep enforcing the previous table: a bad update must not open or close everything.
+      c[S.tableErrors]++;
+      post({ type: "table-applied", generation: last.generation, error: errText(e) });
+    }
+  };
+
+  try {
+    q = NfqQueue.open(
+      {
+        queueNum: cfg.queueNum,
+        copyRange: cfg.copyRange,
+        maxLen: cfg.maxLen,
+        rcvBufBytes: cfg.rcvBufBytes,
+        failOpen: cfg.failOpen,
+      },
+      onPacket,
+    );
+  } catch (e) {
+    post({ type: "error", message: errText(e), fatal: true });
+    return;
+  }
+  post({ type: "ready", pid: process.pid, warnings: [...q.warnings] });
+
+  let seen = Atomics.load(ctl, CTL_MAILBOX);
+  try {
+    while (Atomics.load(ctl, CTL_STOP) === 0) {
+      const n = q.recv();
+      // Checked after recv and before handling, so a packet that arrives after a table update sees it.
+      const mb = Atomics.load(ctl, CTL_MAILBOX);
+      if (mb !== seen) {
+        seen = mb;
+        applyTables();
+      }
+      if (n > 0) {
+        q.handle(n);
+        if (pending.length >= FLUSH_BATCH || now - lastFlush >= FLUSH_INTERVAL_MS) flush(now);
+      } else {
+        c[S.enobufs] = q.enobufs;
+        flush(performance.now());
+      }
+    }
+  } catch (e) {
+    post({ type: "error", message: errText(e), fatal: true });
+  } finally {
+    flush(performance.now());
+    q.close();
+  }
+  c[S.enobufs] = q.enobufs;
+  post({ type: "stopped", stats: readStats(c) });
+}
+
+function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+if (parentPort && workerData) {
+  const init = workerData as WorkerInit;
+  // Closing the port lets the thread end once main returns, on every path.
+  void main(init).finally(() => init.tablePort.close());
+}
