@@ -4,6 +4,10 @@
  * May not: hold logic of its own beyond wiring.
  */
 import { Command } from "commander";
+import { registerAgent } from "./agent.js";
+import { registerDataplane } from "./dataplane.js";
+import { registerDemo } from "./demo.js";
+import { registerLab } from "./lab.js";
 import { registerExplain, registerSimulate } from "./simulate.js";
 
 const program = new Command();
@@ -18,4 +22,8 @@ program
   });
 registerSimulate(program);
 registerExplain(program);
+registerDataplane(program);
+registerLab(program);
+registerAgent(program);
+registerDemo(program);
 await program.parseAsync(process.argv);

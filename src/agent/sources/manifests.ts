@@ -41,11 +41,23 @@ export function emptyManifestSet(): ManifestSet {
   return { namespaces: [], pods: [], policies: [], warnings: [] };
 }
 
-/** Parse one file's text into `into`; throws ManifestError on the first bad document or object. */
+/** A bad object met in tolerant mode: which one, so its last good version can be held. */
+export interface ObjectProblem {
+  kind: string;
+  /** "ns/name" (namespaced kinds) or "name"; empty when the object has no name. */
+  key: string;
+  error: ManifestError;
+}
+
+/**
+ * Parse one file's text into `into`. Throws ManifestError on malformed YAML, and on the first bad
+ * object unless `onProblem` is given, in which case bad objects are reported and skipped.
+ */
 export function parseManifests(
   text: string,
   file: string,
   into: ManifestSet = emptyManifestSet(),
+  onProblem?: (p: ObjectProblem) => void,
 ): ManifestSet {
   const lc = new LineCounter();
   const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
@@ -59,19 +71,32 @@ export function parseManifests(
     const line = doc.range ? lc.linePos(doc.contents?.range?.[0] ?? doc.range[0]).line : undefined;
     const value = doc.toJS({ maxAliasCount: 100 });
     if (value === null || value === undefined) continue;
-    addObject(value, file, line, into);
+    addObject(value, file, line, into, onProblem);
   }
   return into;
 }
 
-function addObject(value: unknown, file: string, line: number | undefined, into: ManifestSet): void {
+function objectKey(value: Obj): string {
+  const meta = isObj(value.metadata) ? value.metadata : {};
+  const name = typeof meta.name === "string" ? meta.name : "";
+  if (value.kind === "Namespace" || !name) return name;
+  return `${typeof meta.namespace === "string" && meta.namespace ? meta.namespace : "default"}/${name}`;
+}
+
+function addObject(
+  value: unknown,
+  file: string,
+  line: number | undefined,
+  into: ManifestSet,
+  onProblem?: (p: ObjectProblem) => void,
+): void {
   if (!isObj(value))
     throw new ManifestError(file, line, "a document must be a Kubernetes object (a mapping)");
   const kind = value.kind;
   if (typeof kind !== "string") throw new ManifestError(file, line, "object has no kind");
   if (kind === "List" || kind.endsWith("List")) {
     if (!Array.isArray(value.items)) throw new ManifestError(file, line, `${kind} has no items list`);
-    for (const item of value.items) addObject(item, file, line, into);
+    for (const item of value.items) addObject(item, file, line, into, onProblem);
     return;
   }
   try {
@@ -94,8 +119,10 @@ function addObject(value: unknown, file: string, line: number | undefined, into:
       }
     }
   } catch (e) {
-    if (e instanceof InputError) throw new ManifestError(file, line, e.message);
-    throw e;
+    if (!(e instanceof InputError)) throw e;
+    const err = new ManifestError(file, line, e.message);
+    if (!onProblem) throw err;
+    onProblem({ kind, key: objectKey(value), error: err });
   }
 }
 

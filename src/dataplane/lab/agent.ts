@@ -142,7 +142,9 @@ export class PodAgent {
     });
     this.ready.catch(() => {}); // observed by whoever awaits it; never an unhandled rejection
     const readyTimer = setTimeout(() => {
-      readyReject(new Error(`podagent in ${netns} not ready after ${READY_TIMEOUT_MS} ms: ${this.stderrTail}`));
+      readyReject(
+        new Error(`podagent in ${netns} not ready after ${READY_TIMEOUT_MS} ms: ${this.stderrTail}`),
+      );
       this.child.kill("SIGKILL");
     }, READY_TIMEOUT_MS);
 
@@ -244,7 +246,9 @@ export async function startAgent(
     const errors = await agent.ready;
     const fatal = mode === "strict" ? errors : errors.filter((e) => e.errno !== "EADDRINUSE");
     if (fatal.length) {
-      throw new Error(`podagent in ${netns} could not open: ${fatal.map((e) => JSON.stringify(e)).join(", ")}`);
+      throw new Error(
+        `podagent in ${netns} could not open: ${fatal.map((e) => JSON.stringify(e)).join(", ")}`,
+      );
     }
     return agent;
   } catch (e) {

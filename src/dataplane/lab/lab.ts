@@ -14,11 +14,18 @@ import {
   podNetnsName,
 } from "./names.js";
 import { probeLab } from "./probe.js";
-import { publicState, readStored, removeStored, type StoredLab, type StoredPod, writeStored } from "./state.js";
+import {
+  publicState,
+  readStored,
+  removeStored,
+  type StoredLab,
+  type StoredPod,
+  writeStored,
+} from "./state.js";
 import { createNode, createPod, deleteNetns, destroyPod, listLabNetns } from "./topology.js";
 
-export { DEFAULT_PROBE_TIMEOUT_MS } from "./probe.js";
 export { LAB_GW_V4, LAB_GW_V6, LAB_NODE_IPV4, LAB_NODE_IPV6 } from "./names.js";
+export { DEFAULT_PROBE_TIMEOUT_MS } from "./probe.js";
 
 export interface LabPortSpec {
   port: number;
@@ -68,7 +75,11 @@ async function withLabLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T, i: number) => Promise<R>): Promise<R[]> {
+async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (t: T, i: number) => Promise<R>,
+): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {
@@ -111,6 +122,7 @@ export async function labUp(name: string, pods: LabPodSpec[]): Promise<LabState>
         name,
         nodeNetns,
         pods: states.map((s, i) => ({ ...s, serve: pods[i].serve.map((p) => ({ ...p })) })),
+        nextIndex: pods.length,
       };
       await writeStored(stored);
       await Promise.all([startAgent(nodeNetns, [], [], "strict"), ...stored.pods.map(startPodAgent)]);
@@ -151,13 +163,14 @@ export async function labAddPod(name: string, pod: LabPodSpec): Promise<LabPodSt
       ...stored.pods.map((p) => podIndexOf(name, p.netns) ?? -1),
       ...(await listLabNetns(name)).map((n) => podIndexOf(name, n) ?? -1),
     ];
-    const index = Math.max(-1, ...used) + 1;
+    const index = Math.max(stored.nextIndex ?? 0, Math.max(-1, ...used) + 1);
     let state: LabPodState | undefined;
     try {
       state = await createPod(name, stored.nodeNetns, index, pod);
       const entry: StoredPod = { ...state, serve: pod.serve.map((p) => ({ ...p })) };
       await startPodAgent(entry);
       stored.pods.push(entry);
+      stored.nextIndex = index + 1;
       await writeStored(stored);
       return { ...state, ips: [...state.ips] };
     } catch (e) {

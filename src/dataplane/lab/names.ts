@@ -82,5 +82,5 @@ export function assertPod(pod: LabPodSpec, others: readonly { key: string; ips: 
 }
 
 export function assertPods(pods: readonly LabPodSpec[]): void {
-  pods.forEach((p, i) => assertPod(p, pods.slice(0, i)));
+  for (const [i, p] of pods.entries()) assertPod(p, pods.slice(0, i));
 }

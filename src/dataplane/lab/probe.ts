@@ -58,7 +58,10 @@ async function probeOne(agent: PodAgent, req: ProbeRequest, timeoutMs: number): 
     return wait.seen;
   }
   const op = req.protocol === "TCP" ? "tcp" : "udp";
-  const res = await agent.request({ op, ip: req.toIp, port: req.port, timeoutMs }, timeoutMs + AGENT_GUARD_MS);
+  const res = await agent.request(
+    { op, ip: req.toIp, port: req.port, timeoutMs },
+    timeoutMs + AGENT_GUARD_MS,
+  );
   return checkAgent(agent, res).ok;
 }
 
@@ -72,9 +75,11 @@ export async function probeLab(
   const netnsOf = new Map<string, string>([["node", lab.nodeNetns]]);
   for (const p of lab.pods) netnsOf.set(p.key, p.netns);
   for (const r of reqs) {
-    if (!netnsOf.has(r.from)) throw new Error(`probe: unknown source ${JSON.stringify(r.from)} in lab ${lab.name}`);
+    if (!netnsOf.has(r.from))
+      throw new Error(`probe: unknown source ${JSON.stringify(r.from)} in lab ${lab.name}`);
     if (!isIP(r.toIp)) throw new Error(`probe: ${JSON.stringify(r.toIp)} is not an IP`);
-    if (!Number.isInteger(r.port) || r.port < 1 || r.port > 65535) throw new Error(`probe: bad port ${r.port}`);
+    if (!Number.isInteger(r.port) || r.port < 1 || r.port > 65535)
+      throw new Error(`probe: bad port ${r.port}`);
     if (r.protocol !== "TCP" && r.protocol !== "UDP" && r.protocol !== "SCTP") {
       throw new Error(`probe: bad protocol ${JSON.stringify(r.protocol)}`);
     }

@@ -17,6 +17,8 @@ export interface StoredLab {
   name: string;
   nodeNetns: string;
   pods: StoredPod[];
+  /** Next pod netns index; indexes are never reused, so a netns name means one pod for the lab's life. */
+  nextIndex?: number;
 }
 
 function statePath(name: string): string {
@@ -32,7 +34,8 @@ export async function readStored(name: string): Promise<StoredLab | undefined> {
     throw e;
   }
   const lab = JSON.parse(text) as StoredLab;
-  if (lab.name !== name || !Array.isArray(lab.pods)) throw new Error(`${statePath(name)}: not a lab state file`);
+  if (lab.name !== name || !Array.isArray(lab.pods))
+    throw new Error(`${statePath(name)}: not a lab state file`);
   return lab;
 }
 

@@ -123,6 +123,8 @@ export class NfqQueue {
   readonly warnings: string[] = [];
   /** recv() failures counted rather than thrown (ENOBUFS: the kernel dropped messages). */
   enobufs = 0;
+  /** Where the last `payload()` call found the packet inside `buf`. */
+  payloadOffset = 0;
   private h = 0;
   private qh = 0;
   private cb: unknown = null;
@@ -215,7 +217,6 @@ export class NfqQueue {
   }
 
   /** Length of the copied packet; its offset in `buf` is left in `payloadOffset`. */
-  payloadOffset = 0;
   payload(nfad: number): number {
     const len = this.lib.nfq_get_payload(nfad, this.out);
     this.payloadOffset = len > 0 ? this.out[0] - this.bufAddr : 0;

@@ -13,6 +13,8 @@ export interface VerdictConfig {
   /** File URL of an ES module exporting `createDecider(table)`. */
   deciderModule: string;
   table: unknown;
+  /** Generation of `table` (0 unless the parent restarted after table updates). */
+  generation: number;
   /** Verdict for packets that cannot be parsed or decided, and the kernel's queue-full behaviour. */
   failOpen: boolean;
   maxLen: number;
@@ -46,6 +48,8 @@ export type FromRunner =
   | { type: "denies"; events: DenyEvent[] }
   | { type: "table-applied"; generation: number; error?: string }
   | { type: "stats"; stats: NfqStats; requestId?: number }
+  /** What the decider module's optional `drainCounters()` returned (about once a second). */
+  | { type: "decider-counters"; data: unknown }
   | { type: "error"; message: string; fatal: boolean }
   | { type: "stopped"; stats: NfqStats };
 
@@ -60,7 +64,7 @@ export interface WorkerInit {
   config: VerdictConfig;
   /** Float64 counters, layout in stats.ts; the worker is the only writer. */
   counters: SharedArrayBuffer;
-  /** Int32 [stop flag, mailbox sequence]; the runner bumps the mailbox after posting a table. */
+  /** Int32 [stop flag, tables posted]; the runner bumps the count after posting a table. */
   control: SharedArrayBuffer;
   tablePort: MessagePort;
 }

@@ -27,6 +27,8 @@ export interface NfqueueVerdictLoopOptions {
   /** Kernel queue length (default 65536). */
   maxLen?: number;
   onDeny?: (e: DenyEvent) => void;
+  /** Output of the decider module's optional `drainCounters()` export, about once a second. */
+  onDeciderCounters?: (data: unknown) => void;
   /** Asynchronous failures after start: runner death, rejected tables. */
   onError?: (e: Error) => void;
   /** Named network namespace to bind the queue in (`ip netns exec`); default: this process's. */
@@ -53,7 +55,8 @@ export class NfqueueVerdictLoop {
   private requestSeq = 0;
   private readonly statsWaiters = new Map<number, (s: NfqStats) => void>();
   private tableWaiters: { generation: number; resolve: () => void; reject: (e: Error) => void }[] = [];
-  private tableError = new Map<number, string>();
+  /** The factory's refusal of the newest table it was given, if it refused it. */
+  private tableError?: { generation: number; message: string };
   private readonly exitListeners: ((e: Error) => void)[] = [];
 
   constructor(private readonly opts: NfqueueVerdictLoopOptions) {
@@ -68,7 +71,7 @@ export class NfqueueVerdictLoop {
   /** Resolves once the queue is bound and the verdict loop runs; rejects with the runner's reason. */
   async start(): Promise<void> {
     if (this.child) throw new Error("NfqueueVerdictLoop already started");
-    const { argv } = launchCommand(this.opts.deciderModule, this.opts.netns);
+    const { argv } = launchCommand(this.opts.netns);
     // spawn, not exec.run(): the runner is a long-lived IPC peer, not a command that finishes.
     const child = spawn(argv[0], argv.slice(1), {
       stdio: ["ignore", "ignore", "pipe", "ipc"],
@@ -79,7 +82,8 @@ export class NfqueueVerdictLoop {
       this.stderrTail = (this.stderrTail + b.toString("utf8")).slice(-STDERR_TAIL);
     });
     this.exited = new Promise((resolve) => {
-      child.on("exit", (code, signal) => {
+      // "close", not "exit": by then stderr is drained, so the error carries the runner's last words.
+      child.on("close", (code, signal) => {
         const err = new Error(
           `nfqueue runner exited (${signal ?? code})${this.stderrTail ? `: ${this.stderrTail.trim()}` : ""}`,
         );
@@ -97,6 +101,7 @@ export class NfqueueVerdictLoop {
       queueNum: this.opts.queueNum,
       deciderModule: toFileUrl(this.opts.deciderModule),
       table: this.table,
+      generation: this.generation,
       failOpen: this.opts.failOpen,
       maxLen: this.opts.maxLen ?? 65536,
       copyRange: this.opts.copyRange ?? 128,
@@ -105,9 +110,10 @@ export class NfqueueVerdictLoop {
     };
     const startGeneration = this.generation;
     const ready = new Promise<void>((resolve, reject) => {
+      const timeoutMs = this.opts.startTimeoutMs ?? 15000;
       const timer = setTimeout(
-        () => reject(new Error(`nfqueue runner not ready after ${this.opts.startTimeoutMs ?? 15000} ms`)),
-        this.opts.startTimeoutMs ?? 15000,
+        () => done(new Error(`nfqueue runner not ready after ${timeoutMs} ms`)),
+        timeoutMs,
       );
       const done = (e?: Error) => {
         clearTimeout(timer);
@@ -162,24 +168,23 @@ export class NfqueueVerdictLoop {
       case "table-applied":
         this.onTableApplied(m.generation, m.error);
         break;
+      case "decider-counters":
+        this.opts.onDeciderCounters?.(m.data);
+        break;
     }
   }
 
   private onTableApplied(generation: number, error?: string): void {
     this.applied = Math.max(this.applied, generation);
     if (error) {
-      this.tableError.set(generation, error);
+      this.tableError = { generation, message: error };
       this.opts.onError?.(new Error(`table ${generation} rejected by the decider factory: ${error}`));
     }
     const still: typeof this.tableWaiters = [];
     for (const w of this.tableWaiters) {
-      if (w.generation > this.applied) {
-        still.push(w);
-        continue;
-      }
-      const err = this.tableError.get(w.generation);
-      if (err) w.reject(new Error(err));
-      else w.resolve();
+      if (w.generation > this.applied) still.push(w);
+      else if (this.tableError?.generation === w.generation) w.reject(new Error(this.tableError.message));
+      else w.resolve(); // applied, or superseded by a newer table before the worker got to it
     }
     this.tableWaiters = still;
   }
@@ -191,7 +196,6 @@ export class NfqueueVerdictLoop {
   setTable(table: unknown): void {
     this.table = table;
     this.generation++;
-    this.tableError.delete(this.generation);
     if (this.child && !this.readyHook) this.send({ type: "table", table, generation: this.generation });
   }
 
@@ -202,7 +206,7 @@ export class NfqueueVerdictLoop {
   tableSynced(): Promise<void> {
     const generation = this.generation;
     if (generation <= this.applied || !this.child) {
-      const err = this.tableError.get(generation);
+      const err = this.tableError?.generation === generation ? this.tableError.message : undefined;
       return err ? Promise.reject(new Error(err)) : Promise.resolve();
     }
     return new Promise((resolve, reject) => this.tableWaiters.push({ generation, resolve, reject }));
@@ -257,13 +261,13 @@ const TS_EXT = /\.(ts|mts|cts)$/;
 
 /**
  * How to launch the runner: the compiled sibling with plain node when it exists, else the
- * TypeScript source through tsx. tsx is also loaded when the decider module is TypeScript.
+ * TypeScript source through tsx (the runner loads a TypeScript worker or decider itself).
  */
-export function launchCommand(deciderModule: string, netns?: string): { argv: string[]; runner: string } {
+export function launchCommand(netns?: string): { argv: string[]; runner: string } {
   const js = new URL("./runner.js", import.meta.url);
   const runner = existsSync(js) ? fileURLToPath(js) : fileURLToPath(new URL("./runner.ts", import.meta.url));
   const nodeArgs: string[] = [];
-  if (TS_EXT.test(runner) || TS_EXT.test(deciderModule)) nodeArgs.push("--import", tsxLoader());
+  if (TS_EXT.test(runner)) nodeArgs.push("--import", tsxLoader());
   nodeArgs.push(runner);
   return { argv: wrapNetns(netns, process.execPath, nodeArgs), runner };
 }
@@ -273,7 +277,7 @@ function tsxLoader(): string {
     // An absolute URL: a bare "tsx" would resolve from the child's cwd, not from this package.
     return pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href;
   } catch {
-    throw new Error("running the nfqueue runner or decider from TypeScript needs the tsx package");
+    throw new Error("running the nfqueue runner from TypeScript needs the tsx package");
   }
 }
 

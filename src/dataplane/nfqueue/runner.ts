@@ -29,10 +29,30 @@ function send(m: FromRunner): Promise<void> {
   });
 }
 
-/** The compiled worker when running from dist/, else the TypeScript source (the parent added tsx). */
+/** The compiled worker when running from dist/, else the TypeScript source. */
 function workerUrl(): URL {
   const js = new URL("./worker.js", import.meta.url);
   return existsSync(js) ? js : new URL("./worker.ts", import.meta.url);
+}
+
+const TS_EXT = /\.(ts|mts|cts)$/;
+
+/**
+ * Node 20 does not apply `--import` loader hooks inside worker threads, so TypeScript (the worker
+ * from source, or a .ts decider module) is loaded through tsx's tsImport from a tiny eval bootstrap.
+ */
+function startWorker(init: WorkerInit): Worker {
+  const url = workerUrl();
+  const opts = { workerData: init, transferList: [init.tablePort] };
+  if (!TS_EXT.test(url.pathname) && !TS_EXT.test(init.config.deciderModule)) return new Worker(url, opts);
+  let api: string;
+  try {
+    api = import.meta.resolve("tsx/esm/api");
+  } catch {
+    throw new Error("loading TypeScript in the nfqueue worker needs the tsx package");
+  }
+  const boot = `import(${JSON.stringify(api)}).then((m) => m.tsImport(${JSON.stringify(url.href)}, ${JSON.stringify(import.meta.url)}))`;
+  return new Worker(boot, { ...opts, eval: true });
 }
 
 class Runner {
@@ -53,7 +73,15 @@ class Runner {
       control: this.control,
       tablePort: this.channel.port2,
     };
-    const w = new Worker(workerUrl(), { workerData: init, transferList: [this.channel.port2] });
+    let w: Worker;
+    try {
+      w = startWorker(init);
+    } catch (e) {
+      void send({ type: "error", message: e instanceof Error ? e.message : String(e), fatal: true }).then(
+        () => process.exit(1),
+      );
+      return;
+    }
     this.worker = w;
     w.on("message", (m: FromRunner) => {
       if (m.type === "stopped") this.finalSent = send(m);

@@ -70,7 +70,7 @@ export function protoSlot(proto: number): number {
 export function latencyBucket(us: number): number {
   if (us < 1) return 0;
   const b = 32 - Math.clz32(us >>> 0); // us in [2^(b-1), 2^b) -> bucket b
-  return b < LATENCY_BOUNDS_US.length - 1 ? b : LATENCY_BOUNDS_US.length - 1;
+  return Math.min(b, LATENCY_BOUNDS_US.length - 1);
 }
 
 export interface NfqStats {

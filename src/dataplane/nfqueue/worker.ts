@@ -25,6 +25,7 @@ import { latencyBucket, protoSlot, readStats, S } from "./stats.js";
 /** Deny events go out in batches at most this often, or when this many are pending. */
 const FLUSH_INTERVAL_MS = 20;
 const FLUSH_BATCH = 256;
+const DRAIN_INTERVAL_MS = 1000;
 
 type DeciderFactory = (table: unknown) => Decider;
 
@@ -32,12 +33,21 @@ function post(m: FromRunner): void {
   parentPort!.postMessage(m);
 }
 
-async function loadFactory(url: string): Promise<DeciderFactory> {
-  const mod = (await import(url)) as { createDecider?: unknown };
+interface DeciderModule {
+  createDecider: DeciderFactory;
+  /** Optional: per-decider counters, drained about once a second off the packet path. */
+  drainCounters?: () => unknown;
+}
+
+async function loadDeciderModule(url: string): Promise<DeciderModule> {
+  const mod = (await import(url)) as Partial<Record<keyof DeciderModule, unknown>>;
   if (typeof mod.createDecider !== "function") {
     throw new Error(`decider module ${url} does not export a createDecider(table) function`);
   }
-  return mod.createDecider as DeciderFactory;
+  return {
+    createDecider: mod.createDecider as DeciderFactory,
+    drainCounters: typeof mod.drainCounters === "function" ? (mod.drainCounters as () => unknown) : undefined,
+  };
 }
 
 function buildDecider(factory: DeciderFactory, table: unknown): Decider {
@@ -51,11 +61,15 @@ async function main(init: WorkerInit): Promise<void> {
   const c = new Float64Array(init.counters);
   const ctl = new Int32Array(init.control);
   const defaultVerdict = cfg.failOpen ? NF_ACCEPT : NF_DROP;
+  c[S.tableGeneration] = cfg.generation;
 
   let factory: DeciderFactory;
+  let drainCounters: (() => unknown) | undefined;
   let decide: Decider;
   try {
-    factory = await loadFactory(cfg.deciderModule);
+    const mod = await loadDeciderModule(cfg.deciderModule);
+    factory = mod.createDecider;
+    drainCounters = mod.drainCounters;
     decide = buildDecider(factory, cfg.table);
   } catch (e) {
     post({ type: "error", message: `decider: ${errText(e)}`, fatal: true });
@@ -73,6 +87,17 @@ async function main(init: WorkerInit): Promise<void> {
     post({ type: "denies", events: pending });
     pending = [];
     lastFlush = now;
+  };
+
+  let lastDrain = performance.now();
+  const drain = (at: number): void => {
+    if (!drainCounters) return;
+    lastDrain = at;
+    try {
+      post({ type: "decider-counters", data: drainCounters() });
+    } catch {
+      c[S.deciderErrors]++;
+    }
   };
 
   const pkt = new ParsedPacket();
@@ -145,10 +170,13 @@ async function main(init: WorkerInit): Promise<void> {
     }
   };
 
+  // Tables received so far; the runner counts tables posted in the mailbox slot.
+  let received = 0;
   const applyTables = (): void => {
     let last: TableUpdate | undefined;
     for (let m = receiveMessageOnPort(init.tablePort); m; m = receiveMessageOnPort(init.tablePort)) {
       last = m.message as TableUpdate;
+      received++;
     }
     if (!last) return;
     try {
@@ -179,28 +207,26 @@ async function main(init: WorkerInit): Promise<void> {
   }
   post({ type: "ready", pid: process.pid, warnings: [...q.warnings] });
 
-  let seen = Atomics.load(ctl, CTL_MAILBOX);
   try {
     while (Atomics.load(ctl, CTL_STOP) === 0) {
       const n = q.recv();
       // Checked after recv and before handling, so a packet that arrives after a table update sees it.
-      const mb = Atomics.load(ctl, CTL_MAILBOX);
-      if (mb !== seen) {
-        seen = mb;
-        applyTables();
-      }
+      if (Atomics.load(ctl, CTL_MAILBOX) !== received) applyTables();
       if (n > 0) {
         q.handle(n);
         if (pending.length >= FLUSH_BATCH || now - lastFlush >= FLUSH_INTERVAL_MS) flush(now);
       } else {
         c[S.enobufs] = q.enobufs;
-        flush(performance.now());
+        now = performance.now();
+        flush(now);
       }
+      if (now - lastDrain >= DRAIN_INTERVAL_MS) drain(now);
     }
   } catch (e) {
     post({ type: "error", message: errText(e), fatal: true });
   } finally {
     flush(performance.now());
+    drain(performance.now());
     q.close();
   }
   c[S.enobufs] = q.enobufs;

@@ -1,0 +1,90 @@
+/**
+ * harness: a running lab programmed through the real renderer and applier (or the NFQUEUE verdict
+ * loop), whose probe matrix is compared cell by cell with the compiled table's simulate matrix.
+ */
+import { parseManifests, emptyManifestSet, type ManifestSet } from "../../src/agent/sources/manifests.js";
+import { computeMatrix, declaredPorts, type Matrix, type PortProto } from "../../src/compiler/matrix.js";
+import { namespaceFromK8s, podFromK8s } from "../../src/compiler/normalize.js";
+import { PolicyTable } from "../../src/compiler/table.js";
+import { type ApplyStats, KernelApplier } from "../../src/dataplane/apply.js";
+import { labDown, labUp, type LabState } from "../../src/dataplane/lab/lab.js";
+import { renderNode } from "../../src/dataplane/render.js";
+import { labLocalPods, labPodsFor, probeMatrix } from "../../src/cli/lab.js";
+import { startUserspaceInNetns, type UserspaceHandle } from "../../src/cli/userspace-lab.js";
+import type { Obj } from "./model.js";
+
+export type Mode = "iptables" | "nfqueue";
+
+export function manifestSet(objs: Obj[]): ManifestSet {
+  return parseManifests(JSON.stringify({ kind: "List", items: objs }), "model.json", emptyManifestSet());
+}
+
+export class LabHarness {
+  readonly table = new PolicyTable();
+  readonly applier: KernelApplier;
+  userspace: UserspaceHandle | undefined;
+
+  private constructor(
+    readonly lab: LabState,
+    readonly set: ManifestSet,
+    readonly mode: Mode,
+  ) {
+    this.applier = new KernelApplier({ netns: lab.nodeNetns });
+  }
+
+  static async up(name: string, objs: Obj[], mode: Mode, ports?: PortProto[]): Promise<LabHarness> {
+    const set = manifestSet(objs);
+    const lab = await labUp(name, labPodsFor(set, ports ?? declaredPorts(set.pods)));
+    const h = new LabHarness(lab, set, mode);
+    for (const n of set.namespaces) h.table.upsertNamespace(n);
+    for (const p of set.pods) h.table.upsertPod(p);
+    if (mode === "nfqueue") {
+      h.userspace = await startUserspaceInNetns(lab.nodeNetns, h.table, 100, false);
+    }
+    return h;
+  }
+
+  /** Apply the table's current state to the lab as a minimal delta. */
+  async sync(): Promise<ApplyStats> {
+    const local = await labLocalPods(this.lab);
+    await this.userspace?.update(this.table);
+    return this.applier.apply(renderNode(this.table, local, { dataplane: this.mode, queueNum: 100, queueBypass: false }));
+  }
+
+  setPolicies(objs: Obj[]): void {
+    const want = new Map(objs.map((o) => [`${(o.metadata as Obj).namespace}/${(o.metadata as Obj).name}`, o]));
+    for (const p of [...this.table.allPolicies()]) if (!want.has(p.key)) this.table.deletePolicy(p.spec.namespace, p.spec.name);
+    for (const o of want.values()) this.table.upsertPolicy(o);
+  }
+
+  relabelPod(obj: Obj): void {
+    this.table.upsertPod(podFromK8s(obj));
+    const p = podFromK8s(obj);
+    const i = this.set.pods.findIndex((q) => q.namespace === p.namespace && q.name === p.name);
+    this.set.pods[i] = p;
+  }
+
+  relabelNamespace(obj: Obj): void {
+    this.table.upsertNamespace(namespaceFromK8s(obj));
+  }
+
+  async compare(ports: PortProto[]): Promise<{ observed: Matrix; expected: Matrix; wrong: string[] }> {
+    const expected = computeMatrix(this.table, this.set.pods, ports);
+    const observed = await probeMatrix(this.lab, this.set, ports, this.table, 700);
+    const wrong: string[] = [];
+    const key = (r: Matrix["results"][number]) => `${r.from}->${r.to} ${r.port}/${r.protocol}`;
+    const obs = new Map(observed.results.map((r) => [key(r), r.allowed]));
+    for (const r of expected.results) {
+      if (obs.get(key(r)) !== r.allowed) wrong.push(`${key(r)}: expected ${r.allowed ? "allowed" : "denied"}, observed ${obs.get(key(r))}`);
+    }
+    return { observed, expected, wrong };
+  }
+
+  async down(): Promise<void> {
+    try {
+      await this.userspace?.stop();
+    } finally {
+      await labDown(this.lab.name);
+    }
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * agent: the per-node process: a cluster source feeding the reconciler, which programs the kernel;
+ * the health/metrics server; the optional userspace (NFQUEUE) verdict loop; clean shutdown.
+ *
+ * Owns: wiring and lifecycle. Start-up adopts whatever PODWALL- state a previous run left (the
+ * applier diffs against the kernel, never flushes first), so a restart opens no window. SIGTERM
+ * stops the watches and leaves the kernel state in place (enforcement continues across restarts and
+ * upgrades) unless --cleanup-on-exit asks for removal.
+ * May not: contain policy logic.
+ */
+import type { Server } from "node:http";
+import { pino } from "pino";
+import { PolicyTable } from "../compiler/table.js";
+import { KernelApplier } from "../dataplane/apply.js";
+import { loadLab } from "../dataplane/lab/lab.js";
+import type { ClusterSource } from "./cluster-events.js";
+import { startHealthServer } from "./health.js";
+import { RoutedLocalPods } from "./local-pods.js";
+import { createLogger, type Logger } from "./log.js";
+import { createMetrics, type Metrics } from "./metrics.js";
+import { Reconciler } from "./reconciler.js";
+import { FileSource } from "./sources/file-source.js";
+import { KubeSource } from "./sources/kube-source.js";
+import { UserspaceVerdicts } from "./userspace.js";
+
+export interface AgentOptions {
+  nodeName: string;
+  kubeconfig?: string;
+  source?: string;
+  lab?: string;
+  metricsAddr?: string;
+  dataplane: "iptables" | "nfqueue";
+  queueNum: number;
+  failOpen: boolean;
+  cleanupOnExit: boolean;
+  resyncSeconds: number;
+  batchDelayMs: number;
+  denyAction: "DROP" | "REJECT";
+  serviceCIDRs: string[];
+  logLevel?: string;
+  /** Write logs to this file instead of stderr (the demo keeps the terminal for its matrix). */
+  logFile?: string;
+  denyLogPerSecond: number;
+}
+
+export class Agent {
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly table = new PolicyTable();
+  reconciler!: Reconciler;
+  source!: ClusterSource;
+  applier!: KernelApplier;
+  private server: Server | undefined;
+  private userspace: UserspaceVerdicts | undefined;
+  private tick = Date.now();
+  private ticker: NodeJS.Timeout | undefined;
+  private statusTimer: NodeJS.Timeout | undefined;
+
+  constructor(readonly opts: AgentOptions) {
+    this.log = createLogger(opts.logLevel, opts.logFile ? pino.destination({ dest: opts.logFile, sync: false }) : undefined);
+    this.metrics = createMetrics();
+  }
+
+  async start(): Promise<void> {
+    const o = this.opts;
+    let netns: string | undefined;
+    let keys: (() => Promise<Set<string>>) | undefined;
+    if (o.lab) {
+      const lab = await loadLab(o.lab);
+      if (!lab) throw new Error(`no running lab named ${o.lab} (start one with: podwall lab up -f PATH --name ${o.lab})`);
+      netns = lab.nodeNetns;
+      const name = o.lab;
+      // Re-read each sync: pods can be added to a running lab.
+      keys = async () => new Set((await loadLab(name))?.pods.map((p) => p.key) ?? []);
+    }
+    this.applier = new KernelApplier({ netns });
+    const backend = await this.applier.detectBackend();
+    if (o.dataplane === "nfqueue") {
+      this.userspace = new UserspaceVerdicts({
+        queueNum: o.queueNum,
+        failOpen: o.failOpen,
+        netns,
+        metrics: this.metrics,
+        log: this.log,
+        denyLogPerSecond: o.denyLogPerSecond,
+      });
+      await this.userspace.start(this.table);
+    }
+    this.reconciler = new Reconciler({
+      table: this.table,
+      applier: this.applier,
+      local: new RoutedLocalPods({ nodeName: o.nodeName, keys, netns }),
+      render: {
+        dataplane: o.dataplane,
+        queueNum: o.queueNum,
+        queueBypass: o.failOpen,
+        denyAction: o.denyAction,
+        serviceCIDRs: o.serviceCIDRs,
+      },
+      metrics: this.metrics,
+      log: this.log,
+      batchDelayMs: o.batchDelayMs,
+      resyncIntervalMs: o.resyncSeconds * 1000,
+      beforeApply: this.userspace ? (t) => this.userspace!.publish(t) : undefined,
+    });
+    this.source = o.source
+      ? new FileSource(o.source)
+      : new KubeSource({
+          kubeconfigPath: o.kubeconfig,
+          nodeName: o.nodeName,
+          logger: this.log,
+        });
+    this.ticker = setInterval(() => {
+      this.tick = Date.now();
+    }, 1000);
+    this.ticker.unref();
+    this.statusTimer = setInterval(() => this.exportSourceStatus(), 2000);
+    this.statusTimer.unref();
+    if (o.metricsAddr) {
+      this.server = await startHealthServer(o.metricsAddr, this.metrics.registry, {
+        alive: () => Date.now() - this.tick < 10_000,
+        ready: () => this.reconciler.ready(),
+        detail: () =>
+          this.reconciler.ready()
+            ? `last sync ok, ${this.reconciler.lastStats?.rules ?? 0} rules`
+            : this.reconciler.lastError
+              ? `last sync failed: ${this.reconciler.lastError.message}`
+              : "waiting for the first complete sync",
+      });
+    }
+    this.log.info(
+      {
+        node: o.nodeName,
+        source: o.source ? `folder ${o.source}` : "kubernetes",
+        lab: o.lab,
+        netns: netns ?? "(host)",
+        backend,
+        dataplane: o.dataplane,
+        metrics: o.metricsAddr,
+      },
+      "podwall agent starting",
+    );
+    await this.source.start(this.reconciler);
+  }
+
+  private exportSourceStatus(): void {
+    const st = this.source.status();
+    this.metrics.apiConnected.set(st.connected ? 1 : 0);
+    for (const [kind, n] of Object.entries(st.watchRestarts)) this.metrics.watchRestarts.set({ kind }, n);
+  }
+
+  /** Stop watching; leave the kernel as it is unless cleanup-on-exit was asked for. */
+  async stop(): Promise<void> {
+    this.log.info({ cleanup: this.opts.cleanupOnExit }, "stopping");
+    await this.source?.stop();
+    await this.reconciler?.stop();
+    if (this.ticker) clearInterval(this.ticker);
+    if (this.statusTimer) clearInterval(this.statusTimer);
+    this.server?.close();
+    if (this.opts.cleanupOnExit) {
+      const removed = await this.applier.cleanup();
+      this.log.info(removed, "removed podwall's kernel state");
+    } else {
+      this.log.info("kernel state left in place: enforcement continues until the next agent adopts it");
+    }
+    await this.userspace?.stop();
+    this.log.flush?.();
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * local-pods: which pods the kernel of this node must enforce for, and through which interfaces.
+ *
+ * Owns: picking local pods (spec.nodeName == this node, or the pods of a `podwall lab`) and finding
+ * their host interfaces by route lookup. A pod whose interface is not there yet is retried on the
+ * next sync; until its route exists no traffic can reach it anyway.
+ * May not: program anything.
+ */
+import type { PodRecord, PolicyTable } from "../compiler/table.js";
+import type { LocalPod } from "../dataplane/render.js";
+import { podInterfaces } from "../dataplane/routes.js";
+import type { LocalPodProvider } from "./reconciler.js";
+
+export class RoutedLocalPods implements LocalPodProvider {
+  unresolved = 0;
+
+  constructor(
+    private readonly opts: {
+      /** Pods bound to this node are local... */
+      nodeName?: string;
+      /** ...or, for a lab, the pods it built (by key). */
+      keys?: () => Promise<Set<string>> | Set<string>;
+      netns?: string;
+    },
+  ) {}
+
+  async localPods(table: PolicyTable): Promise<LocalPod[]> {
+    const keys = this.opts.keys ? await this.opts.keys() : undefined;
+    const pods: PodRecord[] = [];
+    for (const p of table.allPods()) {
+      if (!p.identity || p.info.ips.length === 0) continue;
+      if (keys ? keys.has(p.key) : p.info.nodeName === this.opts.nodeName) pods.push(p);
+    }
+    const ifs = await podInterfaces(
+      pods.map((p) => p.info.ips),
+      this.opts.netns,
+    );
+    const out: LocalPod[] = [];
+    this.unresolved = 0;
+    pods.forEach((p, i) => {
+      const f = ifs[i];
+      if (f) out.push({ key: p.key, hostIf: f.hostIf, bridged: f.bridged });
+      else this.unresolved++;
+    });
+    return out;
+  }
+}
