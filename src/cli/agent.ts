@@ -4,7 +4,6 @@
  */
 import { hostname } from "node:os";
 import type { Command } from "commander";
-import { Agent } from "../agent/agent.js";
 import { action, collect, UsageError } from "./errors.js";
 
 export function registerAgent(program: Command): void {
@@ -32,6 +31,8 @@ export function registerAgent(program: Command): void {
         if (dataplane !== "iptables" && dataplane !== "nfqueue") throw new UsageError("--dataplane must be iptables or nfqueue");
         const deny = String(o.denyAction).toUpperCase();
         if (deny !== "DROP" && deny !== "REJECT") throw new UsageError("--deny-action must be DROP or REJECT");
+        // Loaded on demand: the Kubernetes client is heavy, and the offline commands never need it.
+        const { Agent } = await import("../agent/agent.js");
         const agent = new Agent({
           nodeName: (o.nodeName as string) || process.env.NODE_NAME || hostname(),
           kubeconfig: o.kubeconfig as string | undefined,

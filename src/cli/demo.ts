@@ -10,7 +10,6 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-import { Agent } from "../agent/agent.js";
 import { loadManifestFiles, tableFromManifests } from "../agent/sources/manifests.js";
 import { declaredPorts, type Matrix } from "../compiler/matrix.js";
 import { labDown, labUp } from "../dataplane/lab/lab.js";
@@ -67,6 +66,7 @@ export function registerDemo(program: Command): void {
         const logFile = join(tmpdir(), `podwall-${opts.name}.log`);
         process.stdout.write(`building lab ${opts.name} from ${dir} ...\n`);
         const lab = await labUp(opts.name, labPodsFor(set, ports));
+        const { Agent } = await import("../agent/agent.js");
         const agent = new Agent({
           nodeName: "demo-node",
           source: dir,

@@ -182,6 +182,89 @@ function toStub(kind: ObjectKind, raw: unknown): Stub {
   return stub;
 }
 
+/**
+ * Incremental reader for a list response: fed text chunks, it hands each element of the top-level
+ * `items` array to `onItem` as soon as that element is complete and keeps only the unfinished
+ * element, so a page of full objects never exists at once (a 500-pod page is ~3 MB of text and
+ * several times that as objects; they die young this way). `end()` parses the remaining top-level
+ * fields (`items` emptied) and returns them, or throws when the text was not a JSON list.
+ */
+export class ListReader {
+  private buf = "";
+  private pos = 0;
+  private depth = 0;
+  private inStr = false;
+  private esc = false;
+  private strStart = -1;
+  private lastKey = "";
+  private state: "head" | "items" | "tail" = "head";
+  private itemStart = -1;
+  private head = "";
+
+  constructor(private readonly onItem: (raw: unknown) => void) {}
+
+  push(chunk: string): void {
+    this.buf += chunk;
+    const buf = this.buf;
+    const n = buf.length;
+    let i = this.pos;
+    let cut = -1; // everything before `cut` is consumed
+    for (; i < n; i++) {
+      const c = buf.charCodeAt(i);
+      if (this.inStr) {
+        if (this.esc) this.esc = false;
+        else if (c === 92 /* backslash */) this.esc = true;
+        else if (c === 34 /* quote */) {
+          this.inStr = false;
+          if (this.state === "head" && this.depth === 1) this.lastKey = buf.slice(this.strStart + 1, i);
+        }
+        continue;
+      }
+      if (c === 34) {
+        this.inStr = true;
+        this.strStart = i;
+      } else if (c === 123 /* { */ || c === 91 /* [ */) {
+        if (this.state === "head" && this.depth === 1 && c === 91 && this.lastKey === "items") {
+          this.state = "items";
+          this.head += buf.slice(0, i + 1);
+          cut = i + 1;
+        } else if (this.state === "items" && this.depth === 2) {
+          this.itemStart = i;
+        }
+        this.depth++;
+      } else if (c === 125 /* } */ || c === 93 /* ] */) {
+        this.depth--;
+        if (this.state === "items" && this.depth === 2 && this.itemStart >= 0) {
+          this.onItem(JSON.parse(buf.slice(this.itemStart, i + 1)));
+          this.itemStart = -1;
+          cut = i + 1;
+        } else if (this.state === "items" && this.depth === 1) {
+          this.state = "tail"; // the closing bracket of `items` stays for end()
+          cut = i;
+        }
+      } else if (c === 44 /* , */ && this.depth === 1) {
+        this.lastKey = "";
+      }
+    }
+    if (this.state === "items" && this.itemStart < 0 && cut < n) cut = n; // only separators left
+    if (cut > 0) {
+      this.buf = buf.slice(cut);
+      if (this.itemStart >= 0) this.itemStart -= cut;
+      if (this.strStart >= 0) this.strStart -= cut;
+      this.pos = n - cut;
+    } else {
+      this.pos = n;
+    }
+  }
+
+  end(): Obj {
+    if (this.state !== "tail") throw new Error("not a list");
+    const head: unknown = JSON.parse(this.head + this.buf);
+    if (!isObj(head)) throw new Error("not a list");
+    return head;
+  }
+}
+
 interface Stream {
   kind: ObjectKind;
   path: string;
@@ -423,35 +506,47 @@ export class KubeSource implements ClusterSource {
 
   // ------------------------------------------------------------------ HTTP
 
-  /** GET a JSON document with the kubeconfig's credentials; non-200 -> HttpStatusError. */
-  async getJSON(path: string, query: URLSearchParams): Promise<unknown> {
+  /** GET one list page, streaming each item to `onItem`; returns the list's other fields. */
+  async getList(path: string, query: URLSearchParams, onItem: (raw: unknown) => void): Promise<Obj> {
     const res = await this.request(
       path,
       query,
       AbortSignal.any([this.stopCtl.signal, AbortSignal.timeout(this.requestTimeout)]),
     );
-    // Decode as we go into a V8 string: concatenating Buffers would allocate page-sized blocks
-    // outside the V8 heap that glibc keeps (RSS) after they are freed.
-    let text = "";
+    const ok = res.statusCode === 200;
+    const reader = new ListReader(onItem);
+    let errText = "";
     res.setEncoding("utf8");
     await new Promise<void>((resolve, reject) => {
       res.on("data", (c: string) => {
-        text += c;
+        if (!ok) errText += c;
+        else {
+          try {
+            reader.push(c);
+          } catch (e) {
+            res.destroy();
+            reject(e);
+          }
+        }
       });
       res.on("end", resolve);
       res.on("error", reject);
       res.on("close", () => (res.complete ? resolve() : reject(new Error("connection closed mid-response"))));
     });
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      if (res.statusCode !== 200)
-        throw new HttpStatusError(res.statusCode ?? 0, text.slice(0, 200) || "no body");
-      throw new Error(`GET ${path}: response is not JSON`);
+    if (!ok) {
+      let body: unknown;
+      try {
+        body = JSON.parse(errText);
+      } catch {
+        throw new HttpStatusError(res.statusCode ?? 0, errText.slice(0, 200) || "no body");
+      }
+      throw errorFromStatus(res.statusCode ?? 0, body);
     }
-    if (res.statusCode !== 200) throw errorFromStatus(res.statusCode ?? 0, body);
-    return body;
+    try {
+      return reader.end();
+    } catch {
+      throw new Error(`GET ${path}: response is not a list`);
+    }
   }
 
   /** Open a GET; resolves with the response once headers arrive. */
@@ -499,10 +594,8 @@ export class KubeSource implements ClusterSource {
       const q = new URLSearchParams({ limit: String(this.pageSize) });
       if (cont) q.set("continue", cont);
       if (s.fieldSelector) q.set("fieldSelector", s.fieldSelector);
-      const body = await this.getJSON(s.path, q);
-      if (!isObj(body) || !Array.isArray(body.items)) throw new Error(`GET ${s.path}: not a list`);
-      for (const raw of body.items) items.push(toStub(s.kind, raw));
-      const meta = isObj(body.metadata) ? body.metadata : {};
+      const head = await this.getList(s.path, q, (raw) => items.push(toStub(s.kind, raw)));
+      const meta = isObj(head.metadata) ? head.metadata : {};
       rv = typeof meta.resourceVersion === "string" ? meta.resourceVersion : "";
       cont = typeof meta.continue === "string" ? meta.continue : "";
     } while (cont && !this.stopped);
