@@ -99,9 +99,14 @@ export function registerDemo(program: Command): void {
         process.on("SIGTERM", () => void shutdown().then(() => process.exit(0)));
         try {
           await agent.start();
+          // Draw only once the agent has programmed the lab: before that every probe would pass.
+          const deadline = Date.now() + 30_000;
+          while (!agent.reconciler.ready() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+          if (!agent.reconciler.ready()) throw new Error(`the agent did not program the lab within 30 s (see ${logFile})`);
           const prev = new Map<string, boolean>();
           const rounds = opts.rounds ? Number(opts.rounds) : Number.POSITIVE_INFINITY;
           for (let i = 0; i < rounds && !stopping; i++) {
+            const started = Date.now();
             const current = loadManifestFiles([dir]);
             const m = await probeMatrix(lab, current, ports, tableFromManifests(current), 600);
             const st = agent.reconciler.lastStats;
@@ -113,6 +118,9 @@ export function registerDemo(program: Command): void {
             if (process.stdout.isTTY) process.stdout.write("\x1b[2J\x1b[H");
             process.stdout.write(`${draw(m, header, prev)}\n`);
             for (const r of m.results) prev.set(`${r.from}>${r.to}>${r.port}/${r.protocol}`, r.allowed);
+            // At most one refresh a second: an all-allowed matrix probes in a few milliseconds.
+            const rest = 1000 - (Date.now() - started);
+            if (rest > 0 && i + 1 < rounds) await new Promise((r) => setTimeout(r, rest));
           }
         } finally {
           await shutdown();

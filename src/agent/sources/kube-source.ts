@@ -285,6 +285,20 @@ interface Stream {
 
 type WatchCallback = (phase: string, apiObj: unknown, watchObj?: unknown) => void;
 
+interface WatchHost {
+  stopped(): boolean;
+  track(c: AbortController): void;
+  untrack(c: AbortController): void;
+  sleep(ms: number): Promise<void>;
+  request(path: string, q: URLSearchParams, signal: AbortSignal): Promise<http.IncomingMessage>;
+  params(): { timeoutSeconds: number; requestTimeoutMs: number };
+  opening(s: Stream): void;
+  delay(s: Stream): number;
+  connected(s: Stream): void;
+  ended(s: Stream, err: unknown, productive: boolean, lastedMs: number): void;
+  stub(s: Stream, phase: string, raw: unknown): Stub;
+}
+
 export class KubeSource implements ClusterSource {
   private readonly kc: KubeConfig;
   private readonly log: KubeSourceLogger | undefined;
@@ -301,6 +315,20 @@ export class KubeSource implements ClusterSource {
   private readonly watchTimeout: number;
   private readonly pageSize: number;
   private readonly requestTimeout: number;
+  /** What the watch transport may use (keeps the helpers off the public API). */
+  private readonly host: WatchHost = {
+    stopped: () => this.stopped,
+    track: (c) => this.track(c),
+    untrack: (c) => this.untrack(c),
+    sleep: (ms) => this.sleep(ms),
+    request: (path, q, signal) => this.request(path, q, signal),
+    params: () => this.watchParams(),
+    opening: (s) => this.watchOpening(s),
+    delay: (s) => this.watchDelay(s),
+    connected: (s) => this.watchConnected(s),
+    ended: (s, err, productive, lastedMs) => this.watchEnded(s, err, productive, lastedMs),
+    stub: (s, phase, raw) => this.stubFor(s, phase, raw),
+  };
 
   constructor(private readonly opts: KubeSourceOptions) {
     this.kc = new KubeConfig();
@@ -383,7 +411,7 @@ export class KubeSource implements ClusterSource {
     } as Omit<Stream, "lw"> as Stream;
     stream.lw = new ListWatch<Stub>(
       path,
-      new StreamWatch(this.kc, this, stream),
+      new StreamWatch(this.kc, this.host, stream),
       () => this.listAll(stream),
       false,
       undefined,
@@ -420,26 +448,22 @@ export class KubeSource implements ClusterSource {
     }, delay);
   }
 
-  backoff(n: number): number {
+  private backoff(n: number): number {
     const base = Math.min(this.maxBackoff, this.initialBackoff * 2 ** Math.max(0, n - 1));
     return Math.round(base * (0.8 + Math.random() * 0.4));
   }
 
-  isStopped(): boolean {
-    return this.stopped;
-  }
-
-  track(c: AbortController): void {
+  private track(c: AbortController): void {
     if (this.stopped) c.abort();
     else this.live.add(c);
   }
 
-  untrack(c: AbortController): void {
+  private untrack(c: AbortController): void {
     this.live.delete(c);
   }
 
   /** Called by the watch wrapper when ListWatch opens a watch: a preceding list is now applied. */
-  watchOpening(s: Stream): void {
+  private watchOpening(s: Stream): void {
     if (!s.listApplied) return;
     s.listApplied = false;
     if (!s.listed) {
@@ -449,12 +473,12 @@ export class KubeSource implements ClusterSource {
     }
   }
 
-  watchConnected(s: Stream): void {
+  private watchConnected(s: Stream): void {
     s.healthy = true;
   }
 
   /** A watch that was open ended (cleanly or not) and ListWatch will re-watch or relist. */
-  watchEnded(s: Stream, err: unknown, productive: boolean, lastedMs: number): void {
+  private watchEnded(s: Stream, err: unknown, productive: boolean, lastedMs: number): void {
     if (this.stopped) return;
     if (productive || lastedMs >= 1000) {
       s.idleWatches = 0;
@@ -473,11 +497,11 @@ export class KubeSource implements ClusterSource {
   }
 
   /** Pause before re-watching after a run of short, empty watches (ListWatch re-watches at once). */
-  watchDelay(s: Stream): number {
+  private watchDelay(s: Stream): number {
     return s.idleWatches > 0 ? this.backoff(s.idleWatches) : 0;
   }
 
-  sleep(ms: number): Promise<void> {
+  private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const c = new AbortController();
       const t = setTimeout(() => {
@@ -507,7 +531,7 @@ export class KubeSource implements ClusterSource {
   // ------------------------------------------------------------------ HTTP
 
   /** GET one list page, streaming each item to `onItem`; returns the list's other fields. */
-  async getList(path: string, query: URLSearchParams, onItem: (raw: unknown) => void): Promise<Obj> {
+  private async getList(path: string, query: URLSearchParams, onItem: (raw: unknown) => void): Promise<Obj> {
     const res = await this.request(
       path,
       query,
@@ -550,7 +574,11 @@ export class KubeSource implements ClusterSource {
   }
 
   /** Open a GET; resolves with the response once headers arrive. */
-  async request(path: string, query: URLSearchParams, signal: AbortSignal): Promise<http.IncomingMessage> {
+  private async request(
+    path: string,
+    query: URLSearchParams,
+    signal: AbortSignal,
+  ): Promise<http.IncomingMessage> {
     const cluster = this.kc.getCurrentCluster();
     if (!cluster) throw new Error("kubeconfig has no current cluster");
     const url = new URL(cluster.server.replace(/\/+$/, "") + path);
@@ -666,12 +694,12 @@ export class KubeSource implements ClusterSource {
   }
 
   /** Watch events become stubs before ListWatch caches them. */
-  stubFor(s: Stream, phase: string, raw: unknown): Stub {
+  private stubFor(s: Stream, phase: string, raw: unknown): Stub {
     // A DELETED event needs only the identity: skip normalizing (and never reject a delete).
     return phase === "DELETED" ? { metadata: stubMeta(raw) } : toStub(s.kind, raw);
   }
 
-  watchParams(): { timeoutSeconds: number; requestTimeoutMs: number } {
+  private watchParams(): { timeoutSeconds: number; requestTimeoutMs: number } {
     return {
       timeoutSeconds: Math.floor(this.watchTimeout * (1 + Math.random())),
       requestTimeoutMs: this.requestTimeout,
@@ -686,7 +714,7 @@ export class KubeSource implements ClusterSource {
 class StreamWatch extends Watch {
   constructor(
     kc: KubeConfig,
-    private readonly src: KubeSource,
+    private readonly src: WatchHost,
     private readonly s: Stream,
   ) {
     super(kc);
@@ -700,18 +728,18 @@ class StreamWatch extends Watch {
   ): Promise<AbortController> {
     const { src, s } = this;
     const controller = new AbortController();
-    if (src.isStopped()) {
+    if (src.stopped()) {
       controller.abort();
       return controller;
     }
-    src.watchOpening(s);
-    const pause = src.watchDelay(s);
+    src.opening(s);
+    const pause = src.delay(s);
     if (pause > 0) await src.sleep(pause);
-    if (src.isStopped()) {
+    if (src.stopped()) {
       controller.abort();
       return controller;
     }
-    const { timeoutSeconds, requestTimeoutMs } = src.watchParams();
+    const { timeoutSeconds, requestTimeoutMs } = src.params();
     const q = new URLSearchParams({
       watch: "true",
       allowWatchBookmarks: "true",
@@ -731,7 +759,7 @@ class StreamWatch extends Watch {
       clearTimeout(deadline);
       src.untrack(controller);
       controller.abort();
-      if (connected) src.watchEnded(s, err, productive, Date.now() - openedAt);
+      if (connected) src.ended(s, err, productive, Date.now() - openedAt);
       done(err);
     };
     // Headers must arrive within the request timeout; then the server must end the watch by
@@ -742,7 +770,7 @@ class StreamWatch extends Watch {
     try {
       res = await src.request(path, q, controller.signal);
     } catch (e) {
-      finish(src.isStopped() ? null : e);
+      finish(src.stopped() ? null : e);
       return controller;
     }
     if (finished) {
@@ -767,7 +795,7 @@ class StreamWatch extends Watch {
       return controller;
     }
     connected = true;
-    src.watchConnected(s);
+    src.connected(s);
     clearTimeout(deadline);
     deadline = setTimeout(() => finish(null), (timeoutSeconds + 30) * 1000);
 
@@ -820,6 +848,6 @@ class StreamWatch extends Watch {
     }
     if (type !== "ADDED" && type !== "MODIFIED" && type !== "DELETED") return;
     mark();
-    callback(type, this.src.stubFor(this.s, type, ev.object), ev);
+    callback(type, this.src.stub(this.s, type, ev.object), ev);
   }
 }
