@@ -65,6 +65,14 @@ export interface Verdict {
   readonly loopback?: boolean;
 }
 
+/** Policy-name lists per isolating-policy array, so verdicts share them instead of mapping anew. */
+const keysOf = new WeakMap<readonly PolicyView[], readonly string[]>();
+function policyKeys(pols: readonly PolicyView[]): readonly string[] {
+  let k = keysOf.get(pols);
+  if (!k) keysOf.set(pols, (k = Object.freeze(pols.map((p) => p.key))));
+  return k;
+}
+
 const NOT_ISOLATED: DirectionVerdict = Object.freeze({
   result: "not-isolated",
   policies: Object.freeze([]) as readonly string[],
@@ -117,7 +125,7 @@ function decideSide(
       }
     }
   }
-  return { result: "denied", policies: pols.map((p) => p.key) };
+  return { result: "denied", policies: policyKeys(pols) };
 }
 
 export function decide(src: DecisionSource, flow: Flow): Verdict {

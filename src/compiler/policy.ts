@@ -238,10 +238,10 @@ export function describeSelector(s: SelectorSpec): string {
   if (s.namespace !== null) {
     return s.podSel.empty
       ? `all pods in namespace ${s.namespace}`
-      : `pods ${s.podSel.key} in namespace ${s.namespace}`;
+      : `pods ${s.podSel.text} in namespace ${s.namespace}`;
   }
-  const ns = s.nsSel!.empty ? "all namespaces" : `namespaces ${s.nsSel!.key}`;
-  return s.podSel.empty ? `all pods in ${ns}` : `pods ${s.podSel.key} in ${ns}`;
+  const ns = s.nsSel!.empty ? "all namespaces" : `namespaces ${s.nsSel!.text}`;
+  return s.podSel.empty ? `all pods in ${ns}` : `pods ${s.podSel.text} in ${ns}`;
 }
 
 export function describePeer(p: PeerSpec): string {

@@ -13,13 +13,15 @@ type Req =
   | { key: string; op: "Exists" | "DoesNotExist" };
 
 export interface LabelMatcher {
-  /** Canonical text; "{}" selects everything. */
+  /** Canonical, unambiguous text; "{}" selects everything. */
   readonly key: string;
+  /** For people: "{app=web,tier in (a,b)}". */
+  readonly text: string;
   readonly empty: boolean;
   matches(labels: Readonly<Record<string, string>>): boolean;
 }
 
-function reqKey(r: Req): string {
+function reqText(r: Req): string {
   switch (r.op) {
     case "Eq":
       return `${r.key}=${r.value}`;
@@ -33,8 +35,23 @@ function reqKey(r: Req): string {
   }
 }
 
+/** JSON keeps keys and values unambiguous: `In ["a,b"]` and `In ["a","b"]` must not collide. */
+function reqKey(r: Req): string {
+  switch (r.op) {
+    case "Eq":
+      return JSON.stringify([r.key, "=", r.value]);
+    case "In":
+    case "NotIn":
+      return JSON.stringify([r.key, r.op, [...r.values].sort()]);
+    case "Exists":
+    case "DoesNotExist":
+      return JSON.stringify([r.key, r.op]);
+  }
+}
+
 function matchReq(r: Req, labels: Readonly<Record<string, string>>): boolean {
-  const v = labels[r.key];
+  // Own properties only: "toString" or "constructor" are valid label keys, not inherited methods.
+  const v = Object.hasOwn(labels, r.key) ? labels[r.key] : undefined;
   switch (r.op) {
     case "Eq":
       return v === r.value;
@@ -98,9 +115,11 @@ export function compileSelector(raw: unknown, object: string, field: string): La
   }
   const keys = [...new Set(reqs.map(reqKey))].sort();
   const key = `{${keys.join(",")}}`;
+  const text = `{${[...new Set(reqs.map(reqText))].sort().join(",")}}`;
   const empty = reqs.length === 0;
   return {
     key,
+    text,
     empty,
     matches: empty
       ? () => true
