@@ -22,12 +22,23 @@ const XYZ_SCENARIOS: [string, Obj[], PortProto[]][] = [
   ["default deny ingress in x", [policy("x", "deny", { podSelector: {} })], [TCP80, UDP80]],
   [
     "allow x/a from x/b only (podSelector stays in the policy namespace)",
-    [policy("x", "deny", { podSelector: {} }), policy("x", "a-from-b", { podSelector: sel({ pod: "a" }), ingress: [{ from: [{ podSelector: sel({ pod: "b" }) }] }] })],
+    [
+      policy("x", "deny", { podSelector: {} }),
+      policy("x", "a-from-b", {
+        podSelector: sel({ pod: "a" }),
+        ingress: [{ from: [{ podSelector: sel({ pod: "b" }) }] }],
+      }),
+    ],
     [TCP80],
   ],
   [
     "allow x/a from namespace y (namespaceSelector)",
-    [policy("x", "a-from-y", { podSelector: sel({ pod: "a" }), ingress: [{ from: [{ namespaceSelector: sel({ ns: "y" }) }] }] })],
+    [
+      policy("x", "a-from-y", {
+        podSelector: sel({ pod: "a" }),
+        ingress: [{ from: [{ namespaceSelector: sel({ ns: "y" }) }] }],
+      }),
+    ],
     [TCP80],
   ],
   [
@@ -35,7 +46,14 @@ const XYZ_SCENARIOS: [string, Obj[], PortProto[]][] = [
     [
       policy("x", "and-or", {
         podSelector: sel({ pod: "a" }),
-        ingress: [{ from: [{ namespaceSelector: sel({ ns: "y" }), podSelector: sel({ pod: "b" }) }, { podSelector: sel({ pod: "c" }) }] }],
+        ingress: [
+          {
+            from: [
+              { namespaceSelector: sel({ ns: "y" }), podSelector: sel({ pod: "b" }) },
+              { podSelector: sel({ pod: "c" }) },
+            ],
+          },
+        ],
       }),
     ],
     [TCP80],
@@ -50,7 +68,12 @@ const XYZ_SCENARIOS: [string, Obj[], PortProto[]][] = [
   ],
   [
     "named port serve-81-tcp on ingress",
-    [policy("x", "named", { podSelector: sel({ pod: "a" }), ingress: [{ ports: [{ port: "serve-81-tcp" }] }] })],
+    [
+      policy("x", "named", {
+        podSelector: sel({ pod: "a" }),
+        ingress: [{ ports: [{ port: "serve-81-tcp" }] }],
+      }),
+    ],
     [TCP80, TCP81],
   ],
   [
@@ -60,7 +83,12 @@ const XYZ_SCENARIOS: [string, Obj[], PortProto[]][] = [
       policy("y", "a-to-zb", {
         podSelector: sel({ pod: "a" }),
         policyTypes: ["Egress"],
-        egress: [{ to: [{ namespaceSelector: sel({ ns: "z" }), podSelector: sel({ pod: "b" }) }], ports: [{ port: "serve-80-tcp" }] }],
+        egress: [
+          {
+            to: [{ namespaceSelector: sel({ ns: "z" }), podSelector: sel({ pod: "b" }) }],
+            ports: [{ port: "serve-80-tcp" }],
+          },
+        ],
       }),
     ],
     [TCP80, TCP81],
@@ -83,9 +111,14 @@ const XYZ_SCENARIOS: [string, Obj[], PortProto[]][] = [
     [
       policy("z", "cidr", {
         podSelector: sel({ pod: "a" }),
-        ingress: [{ from: [{ ipBlock: { cidr: "10.77.0.0/16", except: [`${IP("x", "b")}/32`, "10.77.1.0/24"] } }] }],
+        ingress: [
+          { from: [{ ipBlock: { cidr: "10.77.0.0/16", except: [`${IP("x", "b")}/32`, "10.77.1.0/24"] } }] },
+        ],
       }),
-      policy("z", "cidr2", { podSelector: sel({ pod: "a" }), ingress: [{ from: [{ ipBlock: { cidr: `${IP("y", "c")}/32` } }] }] }),
+      policy("z", "cidr2", {
+        podSelector: sel({ pod: "a" }),
+        ingress: [{ from: [{ ipBlock: { cidr: `${IP("y", "c")}/32` } }] }],
+      }),
     ],
     [TCP80],
   ],
@@ -95,7 +128,14 @@ const XYZ_SCENARIOS: [string, Obj[], PortProto[]][] = [
       policy("y", "eg", {
         podSelector: {},
         policyTypes: ["Egress"],
-        egress: [{ to: [{ ipBlock: { cidr: "10.77.0.0/16", except: ["10.77.2.0/24"] } }, { ipBlock: { cidr: `${IP("z", "a")}/32` } }] }],
+        egress: [
+          {
+            to: [
+              { ipBlock: { cidr: "10.77.0.0/16", except: ["10.77.2.0/24"] } },
+              { ipBlock: { cidr: `${IP("z", "a")}/32` } },
+            ],
+          },
+        ],
       }),
     ],
     [TCP80],
@@ -106,14 +146,31 @@ const XYZ_SCENARIOS: [string, Obj[], PortProto[]][] = [
       policy("x", "notin", {
         podSelector: {},
         policyTypes: ["Egress"],
-        egress: [{ to: [{ namespaceSelector: { matchExpressions: [{ key: "kubernetes.io/metadata.name", operator: "NotIn", values: ["y"] }] } }] }],
+        egress: [
+          {
+            to: [
+              {
+                namespaceSelector: {
+                  matchExpressions: [
+                    { key: "kubernetes.io/metadata.name", operator: "NotIn", values: ["y"] },
+                  ],
+                },
+              },
+            ],
+          },
+        ],
       }),
     ],
     [TCP80],
   ],
   [
     "UDP-only policy isolates TCP too",
-    [policy("y", "udp-only", { podSelector: sel({ pod: "b" }), ingress: [{ ports: [{ port: 80, protocol: "UDP" }] }] })],
+    [
+      policy("y", "udp-only", {
+        podSelector: sel({ pod: "b" }),
+        ingress: [{ ports: [{ port: 80, protocol: "UDP" }] }],
+      }),
+    ],
     [TCP80, UDP80],
   ],
 ];
@@ -147,20 +204,29 @@ describe.each(MODES)("dataplane %s: lab probe equals simulate", (mode) => {
       ]);
       await h.sync();
       expect((await h.compare([TCP80])).wrong).toEqual([]);
-      h.relabelPod(pod("x", "c", [IP("x", "c")], { pod: "b" }, [{ name: "serve-80-tcp", containerPort: 80 }]));
+      h.relabelPod(
+        pod("x", "c", [IP("x", "c")], { pod: "b" }, [{ name: "serve-80-tcp", containerPort: 80 }]),
+      );
       const stats = await h.sync();
       if (mode === "iptables") expect(stats.membersAdded).toBeGreaterThan(0);
       const after = await h.compare([TCP80]);
       expect(after.wrong).toEqual([]);
       // x/c now counts as "b": it may reach x/a.
       expect(after.observed.results.find((r) => r.from === "x/c" && r.to === "x/a")?.allowed).toBe(true);
-      h.relabelPod(pod("x", "c", [IP("x", "c")], { pod: "c" }, [{ name: "serve-80-tcp", containerPort: 80 }]));
+      h.relabelPod(
+        pod("x", "c", [IP("x", "c")], { pod: "c" }, [{ name: "serve-80-tcp", containerPort: 80 }]),
+      );
       await h.sync();
       expect((await h.compare([TCP80])).wrong).toEqual([]);
     });
 
     it("update: namespace label change flips a namespaceSelector; delete restores traffic", async () => {
-      h.setPolicies([policy("x", "from-ns-y", { podSelector: {}, ingress: [{ from: [{ namespaceSelector: sel({ ns: "y" }) }] }] })]);
+      h.setPolicies([
+        policy("x", "from-ns-y", {
+          podSelector: {},
+          ingress: [{ from: [{ namespaceSelector: sel({ ns: "y" }) }] }],
+        }),
+      ]);
       await h.sync();
       expect((await h.compare([TCP80])).wrong).toEqual([]);
       h.relabelNamespace(ns("z", { ns: "y" }));
@@ -200,36 +266,63 @@ describe.each(MODES)("dataplane %s: lab probe equals simulate", (mode) => {
     });
 
     it("named port http resolves per destination pod (8080 on web1, 9090 on web2)", async () => {
-      h.setPolicies([policy("n", "http", { podSelector: sel({ app: "web" }), ingress: [{ ports: [{ port: "http" }] }] })]);
+      h.setPolicies([
+        policy("n", "http", { podSelector: sel({ app: "web" }), ingress: [{ ports: [{ port: "http" }] }] }),
+      ]);
       await h.sync();
       const m = await h.compare(ports.slice(0, 2));
       expect(m.wrong).toEqual([]);
-      const cell = (to: string, port: number) => m.observed.results.find((r) => r.from === "n/client" && r.to === to && r.port === port)?.allowed;
-      expect([cell("n/web1", 8080), cell("n/web1", 9090), cell("n/web2", 8080), cell("n/web2", 9090)]).toEqual([true, false, false, true]);
+      const cell = (to: string, port: number) =>
+        m.observed.results.find((r) => r.from === "n/client" && r.to === to && r.port === port)?.allowed;
+      expect([
+        cell("n/web1", 8080),
+        cell("n/web1", 9090),
+        cell("n/web2", 8080),
+        cell("n/web2", 9090),
+      ]).toEqual([true, false, false, true]);
     });
 
     it("egress named port with no `to`", async () => {
-      h.setPolicies([policy("n", "eg-http", { podSelector: sel({ app: "client" }), policyTypes: ["Egress"], egress: [{ ports: [{ port: "http" }] }] })]);
+      h.setPolicies([
+        policy("n", "eg-http", {
+          podSelector: sel({ app: "client" }),
+          policyTypes: ["Egress"],
+          egress: [{ ports: [{ port: "http" }] }],
+        }),
+      ]);
       await h.sync();
       expect((await h.compare(ports.slice(0, 2))).wrong).toEqual([]);
     });
 
     it("endPort is inclusive at both edges", async () => {
-      h.setPolicies([policy("n", "range", { podSelector: sel({ app: "web" }), ingress: [{ ports: [{ port: 32000, endPort: 32768 }] }] })]);
+      h.setPolicies([
+        policy("n", "range", {
+          podSelector: sel({ app: "web" }),
+          ingress: [{ ports: [{ port: 32000, endPort: 32768 }] }],
+        }),
+      ]);
       await h.sync();
       const m = await h.compare(ports.slice(2, 6));
       expect(m.wrong).toEqual([]);
-      const to1 = (port: number) => m.observed.results.find((r) => r.from === "n/client" && r.to === "n/web1" && r.port === port)?.allowed;
+      const to1 = (port: number) =>
+        m.observed.results.find((r) => r.from === "n/client" && r.to === "n/web1" && r.port === port)
+          ?.allowed;
       expect([to1(31999), to1(32000), to1(32768), to1(32769)]).toEqual([false, true, true, false]);
     });
 
     it("SCTP-only rule allows SCTP and not TCP on the same port", async () => {
-      h.setPolicies([policy("n", "sctp", { podSelector: sel({ app: "web" }), ingress: [{ ports: [{ port: 7000, protocol: "SCTP" }] }] })]);
+      h.setPolicies([
+        policy("n", "sctp", {
+          podSelector: sel({ app: "web" }),
+          ingress: [{ ports: [{ port: 7000, protocol: "SCTP" }] }],
+        }),
+      ]);
       await h.sync();
       const m = await h.compare(ports.slice(6));
       expect(m.wrong).toEqual([]);
       const cell = (proto: string) =>
-        m.observed.results.find((r) => r.from === "n/client" && r.to === "n/web1" && r.protocol === proto)?.allowed;
+        m.observed.results.find((r) => r.from === "n/client" && r.to === "n/web1" && r.protocol === proto)
+          ?.allowed;
       expect([cell("SCTP"), cell("TCP")]).toEqual([true, false]);
     });
   });
@@ -250,17 +343,32 @@ describe.each(MODES)("dataplane %s: lab probe equals simulate", (mode) => {
           podSelector: sel({ pod: "a" }),
           ingress: [{ from: [{ ipBlock: { cidr: "fd00:79::/32", except: ["fd00:79:1::/64"] } }] }],
         }),
-        policy("other", "c-in", { podSelector: {}, ingress: [{ from: [{ namespaceSelector: sel({ "kubernetes.io/metadata.name": "v6" }) }], ports: [{ port: 80 }] }] }),
+        policy("other", "c-in", {
+          podSelector: {},
+          ingress: [
+            {
+              from: [{ namespaceSelector: sel({ "kubernetes.io/metadata.name": "v6" }) }],
+              ports: [{ port: 80 }],
+            },
+          ],
+        }),
       ]);
       await h.sync();
       const m = await h.compare(ports);
       expect(m.wrong).toEqual([]);
-      expect(m.observed.results.find((r) => r.from === "other/c" && r.to === "v6/a" && r.protocol === "TCP")?.allowed).toBe(false);
-      expect(m.observed.results.find((r) => r.from === "v6/b" && r.to === "v6/a" && r.protocol === "TCP")?.allowed).toBe(true);
+      expect(
+        m.observed.results.find((r) => r.from === "other/c" && r.to === "v6/a" && r.protocol === "TCP")
+          ?.allowed,
+      ).toBe(false);
+      expect(
+        m.observed.results.find((r) => r.from === "v6/b" && r.to === "v6/a" && r.protocol === "TCP")?.allowed,
+      ).toBe(true);
     });
 
     it("::/0 allows every IPv6 source", async () => {
-      h.setPolicies([policy("v6", "all6", { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: "::/0" } }] }] })]);
+      h.setPolicies([
+        policy("v6", "all6", { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: "::/0" } }] }] }),
+      ]);
       await h.sync();
       expect((await h.compare([TCP80])).wrong).toEqual([]);
     });
@@ -282,19 +390,28 @@ describe("a good neighbour: foreign rules survive, cleanup restores the node exa
       .filter((l) => !l.startsWith("#"))
       .map((l) => l.replace(/\[\d+:\d+\]/, "[0:0]"))
       .join("\n");
-  const foreign = (s: string) => s.split("\n").filter((l) => !l.includes("PODWALL") && !l.includes("pw:")).join("\n");
+  const foreign = (s: string) =>
+    s
+      .split("\n")
+      .filter((l) => !l.includes("PODWALL") && !l.includes("pw:"))
+      .join("\n");
 
   it("keeps another component's chains and rules byte-for-byte across syncs, then cleans up only its own", async () => {
     const nsn = h.lab.nodeNetns;
     await run("iptables", ["-N", "OTHER-CHAIN"], { netns: nsn });
     await run("iptables", ["-A", "OTHER-CHAIN", "-s", "192.0.2.7", "-j", "DROP"], { netns: nsn });
     await run("iptables", ["-A", "FORWARD", "-j", "OTHER-CHAIN"], { netns: nsn });
-    await run("iptables", ["-t", "nat", "-A", "POSTROUTING", "-s", "192.0.2.0/24", "-j", "MASQUERADE"], { netns: nsn });
+    await run("iptables", ["-t", "nat", "-A", "POSTROUTING", "-s", "192.0.2.0/24", "-j", "MASQUERADE"], {
+      netns: nsn,
+    });
     await run("ipset", ["create", "other-set", "hash:ip"], { netns: nsn });
     const before = await save();
     h.setPolicies([policy("x", "deny", { podSelector: {} })]);
     await h.sync();
-    h.setPolicies([policy("x", "deny", { podSelector: {} }), policy("y", "deny", { podSelector: {}, policyTypes: ["Egress"] })]);
+    h.setPolicies([
+      policy("x", "deny", { podSelector: {} }),
+      policy("y", "deny", { podSelector: {}, policyTypes: ["Egress"] }),
+    ]);
     await h.sync();
     const during = await save();
     expect(during).toContain("PODWALL-FORWARD");
@@ -308,17 +425,34 @@ describe("a good neighbour: foreign rules survive, cleanup restores the node exa
   });
 
   it("a hand-deleted chain and a hand-flushed set come back after a re-read", async () => {
-    h.setPolicies([policy("x", "from-b", { podSelector: {}, ingress: [{ from: [{ podSelector: sel({ pod: "b" }) }] }] })]);
+    h.setPolicies([
+      policy("x", "from-b", { podSelector: {}, ingress: [{ from: [{ podSelector: sel({ pod: "b" }) }] }] }),
+    ]);
     await h.sync();
     const nsn = h.lab.nodeNetns;
     const text = (await run("iptables-save", ["-t", "filter"], { netns: nsn })).stdout;
     const chain = /^:(PODWALL-ING-\w+)/m.exec(text)![1];
     // Drift: unhook and delete one pod chain, flush one set.
-    const refs = text.split("\n").filter((l) => /^-A PODWALL-(FORWARD|OUTPUT|INPUT) /.test(l) && l.includes(`-j ${chain}`));
-    for (const r of refs) await run("iptables", ["-D", ...r.slice(3).match(/(?:[^\s"]+|"[^"]*")+/g)!.map((a) => a.replace(/^"|"$/g, ""))], { netns: nsn });
+    const refs = text
+      .split("\n")
+      .filter((l) => /^-A PODWALL-(FORWARD|OUTPUT|INPUT) /.test(l) && l.includes(`-j ${chain}`));
+    for (const r of refs)
+      await run(
+        "iptables",
+        [
+          "-D",
+          ...r
+            .slice(3)
+            .match(/(?:[^\s"]+|"[^"]*")+/g)!
+            .map((a) => a.replace(/^"|"$/g, "")),
+        ],
+        { netns: nsn },
+      );
     await run("iptables", ["-F", chain], { netns: nsn });
     await run("iptables", ["-X", chain], { netns: nsn });
-    const set = (await run("ipset", ["list", "-n"], { netns: nsn })).stdout.split("\n").find((s) => s.startsWith("PODWALL-S4"))!;
+    const set = (await run("ipset", ["list", "-n"], { netns: nsn })).stdout
+      .split("\n")
+      .find((s) => s.startsWith("PODWALL-S4"))!;
     await run("ipset", ["flush", set], { netns: nsn });
     h.applier.invalidate();
     const s = await h.sync();

@@ -15,9 +15,24 @@ it("demo: live matrix follows a policy file edit; metrics served; lab and rules 
   const dir = mkdtempSync(join(tmpdir(), "pw-demo-test-"));
   cpSync(join(ROOT, "examples/demo"), dir, { recursive: true });
   const port = 19000 + (process.pid % 500);
-  const child = spawn(process.execPath, [join(ROOT, "dist/cli/main.js"), "demo", "--dir", dir, "--name", "dmt", "--rounds", "8", "--metrics-addr", `127.0.0.1:${port}`], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      join(ROOT, "dist/cli/main.js"),
+      "demo",
+      "--dir",
+      dir,
+      "--name",
+      "dmt",
+      "--rounds",
+      "8",
+      "--metrics-addr",
+      `127.0.0.1:${port}`,
+    ],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   let out = "";
   child.stdout.on("data", (b) => {
     out += String(b);
@@ -29,7 +44,7 @@ it("demo: live matrix follows a policy file edit; metrics served; lab and rules 
   // Frames with colours stripped and the header (which itself says "X denied") cut off.
   const frames = () =>
     out
-      .replace(/\x1b\[[0-9;]*m/g, "")
+      .replace(new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g"), "")
       .split("podwall demo: lab node")
       .slice(1)
       .map((f) => f.slice(f.indexOf("real packets)") + 1));
@@ -48,9 +63,23 @@ it("demo: live matrix follows a policy file edit; metrics served; lab and rules 
     expect(metrics).toMatch(/podwall_isolated_local_pods\{direction="ingress"\} 3/);
     const n = frames().length;
     const edited = Date.now();
-    for (const f of ["10-default-deny.yaml", "20-shop-tiers.yaml", "30-allow-monitoring.yaml", "40-dev-egress.yaml"]) rmSync(join(dir, f));
+    for (const f of [
+      "10-default-deny.yaml",
+      "20-shop-tiers.yaml",
+      "30-allow-monitoring.yaml",
+      "40-dev-egress.yaml",
+    ])
+      rmSync(join(dir, f));
     // The first frame drawn after the edit that has no X shows the change.
-    expect(await waitFor(() => frames().slice(n).some((f) => !denied(f)), 10_000)).toBe(true);
+    expect(
+      await waitFor(
+        () =>
+          frames()
+            .slice(n)
+            .some((f) => !denied(f)),
+        10_000,
+      ),
+    ).toBe(true);
     const latency = Date.now() - edited;
     expect(latency).toBeLessThan(3000);
   } finally {

@@ -14,8 +14,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadManifestFiles } from "../src/agent/sources/manifests.js";
-import { declaredPorts } from "../src/compiler/matrix.js";
 import { labPodsFor } from "../src/cli/lab.js";
+import { declaredPorts } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { type LabState, labDown, labUp, type ProbeRequest, probe } from "../src/dataplane/lab/lab.js";
 import { readQueueProcStats } from "../src/dataplane/nfqueue/queue.js";
@@ -262,7 +262,10 @@ describe("nfqueue dataplane with the real agent process", () => {
     await sleep(1100);
     const from = agent.lines.length;
     const burst = 40;
-    const got = await probeAll(Array.from({ length: burst }, () => DENIED), 300);
+    const got = await probeAll(
+      Array.from({ length: burst }, () => DENIED),
+      300,
+    );
     expect(got.every((x) => !x)).toBe(true);
     await sleep(300);
     const burstLines = agent.denies(from).length;
@@ -287,19 +290,35 @@ describe("nfqueue dataplane with the real agent process", () => {
     const want = () =>
       (metricValue(text, "podwall_verdicts_total", { result: "accept", protocol: "tcp" }) ?? 0) > 0 &&
       (metricValue(text, "podwall_verdicts_total", { result: "drop", protocol: "tcp" }) ?? 0) > 0 &&
-      (metricValue(text, "podwall_policy_verdicts_total", { policy: "shop/db-from-backend", result: "allow" }) ?? 0) > 0 &&
-      (metricValue(text, "podwall_policy_verdicts_total", { policy: "shop/default-deny-ingress", result: "deny" }) ?? 0) > 0 &&
+      (metricValue(text, "podwall_policy_verdicts_total", {
+        policy: "shop/db-from-backend",
+        result: "allow",
+      }) ?? 0) > 0 &&
+      (metricValue(text, "podwall_policy_verdicts_total", {
+        policy: "shop/default-deny-ingress",
+        result: "deny",
+      }) ?? 0) > 0 &&
       metricValue(text, "podwall_nfqueue_queue_depth", { queue: String(QUEUE) }) !== undefined;
     do {
       text = await agent.metrics();
       if (want()) break;
       await sleep(200);
     } while (Date.now() < deadline);
-    expect(want(), text.split("\n").filter((l) => l.startsWith("podwall_") && !l.includes("process_")).join("\n")).toBe(true);
-    expect(metricValue(text, "podwall_nfqueue_queue_depth", { queue: String(QUEUE) })).toBeGreaterThanOrEqual(0);
+    expect(
+      want(),
+      text
+        .split("\n")
+        .filter((l) => l.startsWith("podwall_") && !l.includes("process_"))
+        .join("\n"),
+    ).toBe(true);
+    expect(metricValue(text, "podwall_nfqueue_queue_depth", { queue: String(QUEUE) })).toBeGreaterThanOrEqual(
+      0,
+    );
     const inf = metricValue(text, "podwall_verdict_duration_microseconds_bucket", { le: "+Inf" });
     expect(inf).toBeGreaterThan(0);
-    expect(metricValue(text, "podwall_verdict_duration_microseconds_bucket", { le: "1024" })).toBeLessThanOrEqual(inf!);
+    expect(
+      metricValue(text, "podwall_verdict_duration_microseconds_bucket", { le: "1024" }),
+    ).toBeLessThanOrEqual(inf!);
     expect(metricValue(text, "podwall_verdict_duration_microseconds_count")).toBe(inf);
   });
 
@@ -327,13 +346,19 @@ describe("nfqueue dataplane with the real agent process", () => {
     let t0 = Date.now();
     writeFileSync(file, edited);
     // frontend -> db was denied and becomes allowed; backend -> db the reverse.
-    const [opened, closed] = await Promise.all([until(DENIED, true, t0, 3000), until(ALLOWED, false, t0, 3000)]);
+    const [opened, closed] = await Promise.all([
+      until(DENIED, true, t0, 3000),
+      until(ALLOWED, false, t0, 3000),
+    ]);
     expect(opened).toBeLessThan(1000);
     expect(closed).toBeLessThan(1000);
 
     t0 = Date.now();
     writeFileSync(file, original);
-    const [reopened, reclosed] = await Promise.all([until(ALLOWED, true, t0, 3000), until(DENIED, false, t0, 3000)]);
+    const [reopened, reclosed] = await Promise.all([
+      until(ALLOWED, true, t0, 3000),
+      until(DENIED, false, t0, 3000),
+    ]);
     expect(reopened).toBeLessThan(1000);
     expect(reclosed).toBeLessThan(1000);
     await agent.kill("SIGTERM");

@@ -2,15 +2,15 @@
  * harness: a running lab programmed through the real renderer and applier (or the NFQUEUE verdict
  * loop), whose probe matrix is compared cell by cell with the compiled table's simulate matrix.
  */
-import { parseManifests, emptyManifestSet, type ManifestSet } from "../../src/agent/sources/manifests.js";
+import { emptyManifestSet, type ManifestSet, parseManifests } from "../../src/agent/sources/manifests.js";
+import { labLocalPods, labPodsFor, probeMatrix } from "../../src/cli/lab.js";
+import { startUserspaceInNetns, type UserspaceHandle } from "../../src/cli/userspace-lab.js";
 import { computeMatrix, declaredPorts, type Matrix, type PortProto } from "../../src/compiler/matrix.js";
 import { namespaceFromK8s, podFromK8s } from "../../src/compiler/normalize.js";
 import { PolicyTable } from "../../src/compiler/table.js";
 import { type ApplyStats, KernelApplier } from "../../src/dataplane/apply.js";
-import { labDown, labUp, type LabState } from "../../src/dataplane/lab/lab.js";
+import { type LabState, labDown, labUp } from "../../src/dataplane/lab/lab.js";
 import { renderNode } from "../../src/dataplane/render.js";
-import { labLocalPods, labPodsFor, probeMatrix } from "../../src/cli/lab.js";
-import { startUserspaceInNetns, type UserspaceHandle } from "../../src/cli/userspace-lab.js";
 import type { Obj } from "./model.js";
 
 export type Mode = "iptables" | "nfqueue";
@@ -48,12 +48,17 @@ export class LabHarness {
   async sync(): Promise<ApplyStats> {
     const local = await labLocalPods(this.lab);
     await this.userspace?.update(this.table);
-    return this.applier.apply(renderNode(this.table, local, { dataplane: this.mode, queueNum: 100, queueBypass: false }));
+    return this.applier.apply(
+      renderNode(this.table, local, { dataplane: this.mode, queueNum: 100, queueBypass: false }),
+    );
   }
 
   setPolicies(objs: Obj[]): void {
-    const want = new Map(objs.map((o) => [`${(o.metadata as Obj).namespace}/${(o.metadata as Obj).name}`, o]));
-    for (const p of [...this.table.allPolicies()]) if (!want.has(p.key)) this.table.deletePolicy(p.spec.namespace, p.spec.name);
+    const want = new Map(
+      objs.map((o) => [`${(o.metadata as Obj).namespace}/${(o.metadata as Obj).name}`, o]),
+    );
+    for (const p of [...this.table.allPolicies()])
+      if (!want.has(p.key)) this.table.deletePolicy(p.spec.namespace, p.spec.name);
     for (const o of want.values()) this.table.upsertPolicy(o);
   }
 
@@ -75,7 +80,8 @@ export class LabHarness {
     const key = (r: Matrix["results"][number]) => `${r.from}->${r.to} ${r.port}/${r.protocol}`;
     const obs = new Map(observed.results.map((r) => [key(r), r.allowed]));
     for (const r of expected.results) {
-      if (obs.get(key(r)) !== r.allowed) wrong.push(`${key(r)}: expected ${r.allowed ? "allowed" : "denied"}, observed ${obs.get(key(r))}`);
+      if (obs.get(key(r)) !== r.allowed)
+        wrong.push(`${key(r)}: expected ${r.allowed ? "allowed" : "denied"}, observed ${obs.get(key(r))}`);
     }
     return { observed, expected, wrong };
   }

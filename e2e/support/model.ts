@@ -50,7 +50,8 @@ export function xyzModel(): Obj[] {
   return out;
 }
 
-export const IP = (nsName: string, p: string) => `10.77.${["x", "y", "z"].indexOf(nsName)}.${["a", "b", "c"].indexOf(p) + 10}`;
+export const IP = (nsName: string, p: string) =>
+  `10.77.${["x", "y", "z"].indexOf(nsName)}.${["a", "b", "c"].indexOf(p) + 10}`;
 
 /** Named ports mapped differently per pod, endPort edges, SCTP. */
 export function portsModel(): Obj[] {
@@ -62,9 +63,27 @@ export function portsModel(): Obj[] {
   ];
   return [
     ns("n", {}),
-    pod("n", "web1", ["10.78.0.1"], { app: "web" }, serve([{ name: "http", containerPort: 8080 }, { containerPort: 9090 }])),
-    pod("n", "web2", ["10.78.0.2"], { app: "web" }, serve([{ name: "http", containerPort: 9090 }, { containerPort: 8080 }])),
-    pod("n", "client", ["10.78.0.3"], { app: "client" }, serve([{ containerPort: 8080 }, { containerPort: 9090 }])),
+    pod(
+      "n",
+      "web1",
+      ["10.78.0.1"],
+      { app: "web" },
+      serve([{ name: "http", containerPort: 8080 }, { containerPort: 9090 }]),
+    ),
+    pod(
+      "n",
+      "web2",
+      ["10.78.0.2"],
+      { app: "web" },
+      serve([{ name: "http", containerPort: 9090 }, { containerPort: 8080 }]),
+    ),
+    pod(
+      "n",
+      "client",
+      ["10.78.0.3"],
+      { app: "client" },
+      serve([{ containerPort: 8080 }, { containerPort: 9090 }]),
+    ),
   ];
 }
 
@@ -73,7 +92,10 @@ export function v6Model(): Obj[] {
   return [
     ns("v6", {}),
     ns("other", {}),
-    pod("v6", "a", ["fd00:79::a", "10.79.0.10"], { pod: "a" }, [{ containerPort: 80 }, { containerPort: 80, protocol: "UDP" }]),
+    pod("v6", "a", ["fd00:79::a", "10.79.0.10"], { pod: "a" }, [
+      { containerPort: 80 },
+      { containerPort: 80, protocol: "UDP" },
+    ]),
     pod("v6", "b", ["fd00:79::b", "10.79.0.11"], { pod: "b" }, [{ containerPort: 80 }]),
     pod("other", "c", ["fd00:79:1::c", "10.79.1.12"], { pod: "c" }, [{ containerPort: 80 }]),
   ];

@@ -57,7 +57,10 @@ export class Agent {
   private statusTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly opts: AgentOptions) {
-    this.log = createLogger(opts.logLevel, opts.logFile ? pino.destination({ dest: opts.logFile, sync: false }) : undefined);
+    this.log = createLogger(
+      opts.logLevel,
+      opts.logFile ? pino.destination({ dest: opts.logFile, sync: false }) : undefined,
+    );
     this.metrics = createMetrics();
   }
 
@@ -67,7 +70,10 @@ export class Agent {
     let keys: (() => Promise<Set<string>>) | undefined;
     if (o.lab) {
       const lab = await loadLab(o.lab);
-      if (!lab) throw new Error(`no running lab named ${o.lab} (start one with: podwall lab up -f PATH --name ${o.lab})`);
+      if (!lab)
+        throw new Error(
+          `no running lab named ${o.lab} (start one with: podwall lab up -f PATH --name ${o.lab})`,
+        );
       netns = lab.nodeNetns;
       const name = o.lab;
       // Re-read each sync: pods can be added to a running lab.

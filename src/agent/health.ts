@@ -14,7 +14,11 @@ export interface HealthProbe {
   detail(): string;
 }
 
-export async function startHealthServer(addr: string, registry: Registry, probe: HealthProbe): Promise<Server> {
+export async function startHealthServer(
+  addr: string,
+  registry: Registry,
+  probe: HealthProbe,
+): Promise<Server> {
   const i = addr.lastIndexOf(":");
   const host = addr.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0";
   const port = Number(addr.slice(i + 1));
@@ -29,9 +33,13 @@ export async function startHealthServer(addr: string, registry: Registry, probe:
         res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ok\n" : "loop stalled\n");
       } else if (path === "/readyz") {
         const ok = probe.ready();
-        res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(`${ok ? "ready" : "not ready"}: ${probe.detail()}\n`);
+        res
+          .writeHead(ok ? 200 : 503, { "content-type": "text/plain" })
+          .end(`${ok ? "ready" : "not ready"}: ${probe.detail()}\n`);
       } else {
-        res.writeHead(404, { "content-type": "text/plain" }).end("not found: try /metrics, /healthz, /readyz\n");
+        res
+          .writeHead(404, { "content-type": "text/plain" })
+          .end("not found: try /metrics, /healthz, /readyz\n");
       }
     } catch (e) {
       res.writeHead(500, { "content-type": "text/plain" }).end(`${(e as Error).message}\n`);

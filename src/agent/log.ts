@@ -6,6 +6,12 @@ import { pino } from "pino";
 
 export type Logger = pino.Logger;
 
-export function createLogger(level = process.env.PODWALL_LOG_LEVEL ?? "info", dest?: pino.DestinationStream): Logger {
-  return pino({ name: "podwall", level, base: { component: "agent" } }, dest ?? pino.destination({ fd: 2, sync: false }));
+export function createLogger(
+  level = process.env.PODWALL_LOG_LEVEL ?? "info",
+  dest?: pino.DestinationStream,
+): Logger {
+  return pino(
+    { name: "podwall", level, base: { component: "agent" } },
+    dest ?? pino.destination({ fd: 2, sync: false }),
+  );
 }

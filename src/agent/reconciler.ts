@@ -91,7 +91,11 @@ export class Reconciler implements ClusterSink {
   }
 
   upsertNamespace(ns: NamespaceInfo): void {
-    this.event("Namespace", this.o.table.hasNamespace(ns.name) ? "update" : "add", this.o.table.upsertNamespace(ns));
+    this.event(
+      "Namespace",
+      this.o.table.hasNamespace(ns.name) ? "update" : "add",
+      this.o.table.upsertNamespace(ns),
+    );
   }
 
   deleteNamespace(name: string): void {
@@ -124,7 +128,8 @@ export class Reconciler implements ClusterSink {
     if (!set) this.rejectedKeys.set(kind, (set = new Set()));
     set.add(key);
     this.o.metrics.rejectedCurrent.set({ kind }, set.size);
-    const kept = kind === "NetworkPolicy" && this.o.table.policy(key) ? "; its last good version stays in force" : "";
+    const kept =
+      kind === "NetworkPolicy" && this.o.table.policy(key) ? "; its last good version stays in force" : "";
     this.o.log.warn(
       { kind, object: key, field: error instanceof InputError ? error.field : undefined, err: error.message },
       `rejected ${kind} ${key}: ${error.message}${kept}`,
@@ -253,7 +258,10 @@ export class Reconciler implements ClusterSink {
       metrics.syncs.inc({ result: "error" });
       metrics.applyErrors.inc();
       const backoff = Math.min(this.o.maxBackoffMs, 100 * 2 ** Math.min(this.failures - 1, 10));
-      log.error({ err: err.message, attempt: this.failures, retryInMs: backoff }, "sync failed; previous kernel state stays in force");
+      log.error(
+        { err: err.message, attempt: this.failures, retryInMs: backoff },
+        "sync failed; previous kernel state stays in force",
+      );
       this.retryAfter = backoff;
     }
   }

@@ -14,7 +14,12 @@ import { PROTO_NAMES, type ProtoNum } from "../compiler/model.js";
 import { takeSnapshot } from "../compiler/snapshot.js";
 import type { PolicyTable } from "../compiler/table.js";
 import { policyDeciderURL } from "../dataplane/nfqueue/decider-path.js";
-import { type DenyEvent, type NfqStats, NfqueueVerdictLoop, readQueueProcStats } from "../dataplane/nfqueue/queue.js";
+import {
+  type DenyEvent,
+  type NfqStats,
+  NfqueueVerdictLoop,
+  readQueueProcStats,
+} from "../dataplane/nfqueue/queue.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 
@@ -58,7 +63,10 @@ export class UserspaceVerdicts {
       onError: (e) => this.o.log.error({ err: e.message }, "userspace verdict loop error"),
     });
     await this.loop.start();
-    this.o.log.info({ queue: this.o.queueNum, failOpen: this.o.failOpen, pid: this.loop.pid }, "NFQUEUE verdict loop running");
+    this.o.log.info(
+      { queue: this.o.queueNum, failOpen: this.o.failOpen, pid: this.loop.pid },
+      "NFQUEUE verdict loop running",
+    );
     this.poll = setInterval(() => void this.pollStats(), 2000);
     this.poll.unref();
   }
@@ -73,7 +81,10 @@ export class UserspaceVerdicts {
   private onDeny(e: DenyEvent): void {
     const m = this.o.metrics;
     const now = Date.now();
-    this.tokens = Math.min(this.o.denyLogPerSecond, this.tokens + ((now - this.lastRefill) / 1000) * this.o.denyLogPerSecond);
+    this.tokens = Math.min(
+      this.o.denyLogPerSecond,
+      this.tokens + ((now - this.lastRefill) / 1000) * this.o.denyLogPerSecond,
+    );
     this.lastRefill = now;
     if (this.tokens < 1) {
       this.suppressed++;
@@ -82,8 +93,11 @@ export class UserspaceVerdicts {
     }
     this.tokens--;
     const proto = PROTO_NAMES[e.proto] ?? String(e.proto);
-    const v = this.table ? decide(this.table, { src: e.src, dst: e.dst, proto: e.proto as ProtoNum, port: e.dport }) : undefined;
-    const side = v?.egress.result === "denied" ? "egress" : v?.ingress.result === "denied" ? "ingress" : "unknown";
+    const v = this.table
+      ? decide(this.table, { src: e.src, dst: e.dst, proto: e.proto as ProtoNum, port: e.dport })
+      : undefined;
+    const side =
+      v?.egress.result === "denied" ? "egress" : v?.ingress.result === "denied" ? "ingress" : "unknown";
     const policies = side === "egress" ? v!.egress.policies : side === "ingress" ? v!.ingress.policies : [];
     this.o.log.info(
       {
@@ -121,8 +135,10 @@ export class UserspaceVerdicts {
     const prev = this.last;
     for (const [proto, c] of Object.entries(s.byProto)) {
       const pa = prev?.byProto[proto as keyof NfqStats["byProto"]];
-      if (c.accepted - (pa?.accepted ?? 0) > 0) m.verdicts.inc({ result: "accept", protocol: proto }, c.accepted - (pa?.accepted ?? 0));
-      if (c.dropped - (pa?.dropped ?? 0) > 0) m.verdicts.inc({ result: "drop", protocol: proto }, c.dropped - (pa?.dropped ?? 0));
+      if (c.accepted - (pa?.accepted ?? 0) > 0)
+        m.verdicts.inc({ result: "accept", protocol: proto }, c.accepted - (pa?.accepted ?? 0));
+      if (c.dropped - (pa?.dropped ?? 0) > 0)
+        m.verdicts.inc({ result: "drop", protocol: proto }, c.dropped - (pa?.dropped ?? 0));
     }
     this.last = s;
     try {
@@ -154,7 +170,11 @@ export class UserspaceVerdicts {
         let cum = 0;
         (l?.boundsUs ?? []).forEach((b, i) => {
           cum += l!.counts[i];
-          values.push({ value: cum, labels: { le: b === Number.POSITIVE_INFINITY ? "+Inf" : b }, metricName: `${name}_bucket` });
+          values.push({
+            value: cum,
+            labels: { le: b === Number.POSITIVE_INFINITY ? "+Inf" : b },
+            metricName: `${name}_bucket`,
+          });
         });
         values.push({ value: l?.sumUs ?? 0, labels: {}, metricName: `${name}_sum` });
         values.push({ value: l?.count ?? 0, labels: {}, metricName: `${name}_count` });

@@ -15,9 +15,16 @@ export function registerAgent(program: Command): void {
     .option("--source <dir>", "read and watch a folder of manifests instead of the API server")
     .option("--lab <name>", "program a running `podwall lab` node instead of this host")
     .option("--metrics-addr <host:port>", "serve /metrics, /healthz and /readyz here", "0.0.0.0:9472")
-    .option("--dataplane <mode>", "iptables (kernel rules) or nfqueue (first packet of each connection judged in userspace)", "iptables")
+    .option(
+      "--dataplane <mode>",
+      "iptables (kernel rules) or nfqueue (first packet of each connection judged in userspace)",
+      "iptables",
+    )
     .option("--queue-num <n>", "NFQUEUE number for --dataplane nfqueue", "100")
-    .option("--fail-closed", "nfqueue: isolated pods get no new connections while no verdict program runs (default: fail-open)")
+    .option(
+      "--fail-closed",
+      "nfqueue: isolated pods get no new connections while no verdict program runs (default: fail-open)",
+    )
     .option("--cleanup-on-exit", "remove podwall's kernel state on SIGTERM (default: leave it enforcing)")
     .option("--resync-seconds <s>", "re-read the kernel and repair drift this often", "300")
     .option("--batch-delay-ms <ms>", "coalesce changes for this long before programming", "20")
@@ -28,9 +35,11 @@ export function registerAgent(program: Command): void {
     .action(
       action(async (o: Record<string, string | boolean | string[] | undefined>) => {
         const dataplane = o.dataplane as string;
-        if (dataplane !== "iptables" && dataplane !== "nfqueue") throw new UsageError("--dataplane must be iptables or nfqueue");
+        if (dataplane !== "iptables" && dataplane !== "nfqueue")
+          throw new UsageError("--dataplane must be iptables or nfqueue");
         const deny = String(o.denyAction).toUpperCase();
-        if (deny !== "DROP" && deny !== "REJECT") throw new UsageError("--deny-action must be DROP or REJECT");
+        if (deny !== "DROP" && deny !== "REJECT")
+          throw new UsageError("--deny-action must be DROP or REJECT");
         // Loaded on demand: the Kubernetes client is heavy, and the offline commands never need it.
         const { Agent } = await import("../agent/agent.js");
         const agent = new Agent({

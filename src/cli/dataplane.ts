@@ -18,33 +18,55 @@ export function registerDataplane(program: Command): void {
     .description("print the ipset and iptables-restore input podwall would program on a node (dry run)")
     .requiredOption("-f, --file <path>", "manifest file or directory (repeatable)", collect)
     .requiredOption("--node <name>", "the node whose pods (spec.nodeName) are local")
-    .option("--interface <ns/pod=ifname>", "host interface of a local pod (repeatable; default: a placeholder name)", collect)
+    .option(
+      "--interface <ns/pod=ifname>",
+      "host interface of a local pod (repeatable; default: a placeholder name)",
+      collect,
+    )
     .option("--dataplane <mode>", "iptables or nfqueue", "iptables")
     .option("--queue-num <n>", "NFQUEUE number", "100")
     .action(
-      action((opts: { file: string[]; node: string; interface?: string[]; dataplane: string; queueNum: string }) => {
-        if (opts.dataplane !== "iptables" && opts.dataplane !== "nfqueue") throw new UsageError("--dataplane must be iptables or nfqueue");
-        const set = loadForCli(opts.file);
-        const ifMap = new Map<string, string>();
-        for (const spec of opts.interface ?? []) {
-          const [k, v] = spec.split("=");
-          if (!k || !v) throw new UsageError(`--interface ${spec}: expected ns/pod=ifname`);
-          ifMap.set(k, v);
-        }
-        const local: LocalPod[] = set.pods
-          .filter((p) => p.nodeName === opts.node && !p.hostNetwork)
-          .map((p) => ({ key: podKey(p), hostIf: ifMap.get(podKey(p)) ?? `veth${shortHash(podKey(p), 8)}` }));
-        if (local.length === 0) process.stderr.write(`podwall: warning: no pod has spec.nodeName ${opts.node}\n`);
-        const d = renderNode(tableFromManifests(set), local, { dataplane: opts.dataplane, queueNum: Number(opts.queueNum) });
-        const t = restoreTexts(d);
-        process.stdout.write(
-          `# ${local.length} local pods, ${d.isolated.pods} isolated; ${d.sets.size} ipsets\n# --- ipset restore\n${t.ipset}# --- iptables-restore --noflush\n${t.iptables}# --- ip6tables-restore --noflush\n${t.ip6tables}`,
-        );
-      }),
+      action(
+        (opts: {
+          file: string[];
+          node: string;
+          interface?: string[];
+          dataplane: string;
+          queueNum: string;
+        }) => {
+          if (opts.dataplane !== "iptables" && opts.dataplane !== "nfqueue")
+            throw new UsageError("--dataplane must be iptables or nfqueue");
+          const set = loadForCli(opts.file);
+          const ifMap = new Map<string, string>();
+          for (const spec of opts.interface ?? []) {
+            const [k, v] = spec.split("=");
+            if (!k || !v) throw new UsageError(`--interface ${spec}: expected ns/pod=ifname`);
+            ifMap.set(k, v);
+          }
+          const local: LocalPod[] = set.pods
+            .filter((p) => p.nodeName === opts.node && !p.hostNetwork)
+            .map((p) => ({
+              key: podKey(p),
+              hostIf: ifMap.get(podKey(p)) ?? `veth${shortHash(podKey(p), 8)}`,
+            }));
+          if (local.length === 0)
+            process.stderr.write(`podwall: warning: no pod has spec.nodeName ${opts.node}\n`);
+          const d = renderNode(tableFromManifests(set), local, {
+            dataplane: opts.dataplane,
+            queueNum: Number(opts.queueNum),
+          });
+          const t = restoreTexts(d);
+          process.stdout.write(
+            `# ${local.length} local pods, ${d.isolated.pods} isolated; ${d.sets.size} ipsets\n# --- ipset restore\n${t.ipset}# --- iptables-restore --noflush\n${t.iptables}# --- ip6tables-restore --noflush\n${t.ip6tables}`,
+          );
+        },
+      ),
     );
   program
     .command("cleanup")
-    .description("remove every kernel object podwall owns (PODWALL- chains, their jumps, PODWALL- ipsets), nothing else")
+    .description(
+      "remove every kernel object podwall owns (PODWALL- chains, their jumps, PODWALL- ipsets), nothing else",
+    )
     .option("--netns <name>", "inside this network namespace instead of the current one")
     .option("--lab <name>", "inside a lab's node")
     .action(

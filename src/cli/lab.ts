@@ -15,6 +15,7 @@ import { loadManifestFiles, tableFromManifests } from "../agent/sources/manifest
 import { decide } from "../compiler/engine.js";
 import {
   declaredPorts,
+  formatMatrix,
   type Matrix,
   type MatrixResult,
   matrixPods,
@@ -25,7 +26,15 @@ import {
 import { PROTO, podKey } from "../compiler/model.js";
 import type { PolicyTable } from "../compiler/table.js";
 import { KernelApplier } from "../dataplane/apply.js";
-import { type LabPodSpec, type LabState, labDown, labUp, loadLab, type ProbeRequest, probe } from "../dataplane/lab/lab.js";
+import {
+  type LabPodSpec,
+  type LabState,
+  labDown,
+  labUp,
+  loadLab,
+  type ProbeRequest,
+  probe,
+} from "../dataplane/lab/lab.js";
 import { renderNode } from "../dataplane/render.js";
 import { podInterfaces } from "../dataplane/routes.js";
 import { action, collect, UsageError } from "./errors.js";
@@ -62,7 +71,9 @@ export async function labLocalPods(lab: LabState) {
     lab.pods.map((p) => p.ips),
     lab.nodeNetns,
   );
-  return lab.pods.flatMap((p, i) => (ifs[i] ? [{ key: p.key, hostIf: ifs[i]!.hostIf, bridged: ifs[i]!.bridged }] : []));
+  return lab.pods.flatMap((p, i) =>
+    ifs[i] ? [{ key: p.key, hostIf: ifs[i]!.hostIf, bridged: ifs[i]!.bridged }] : [],
+  );
 }
 
 /** Probe every ordered pod pair of the lab on every port; results in simulate's shape. */
@@ -89,7 +100,9 @@ export async function probeMatrix(
   }
   const got = await probe(lab, reqs, { timeoutMs });
   const results: MatrixResult[] = cells.map((c, i) => {
-    const v = table ? decide(table, { src: c.src, dst: c.dst, proto: PROTO[c.pp.protocol], port: c.pp.port }) : undefined;
+    const v = table
+      ? decide(table, { src: c.src, dst: c.dst, proto: PROTO[c.pp.protocol], port: c.pp.port })
+      : undefined;
     return {
       from: c.from,
       to: c.to,
@@ -104,29 +117,26 @@ export async function probeMatrix(
 }
 
 /** Program a lab's node with the rules for `table` through the real applier. */
-export async function programLab(lab: LabState, table: PolicyTable, dataplane: "iptables" | "nfqueue", queueNum = 100, failOpen = false) {
+export async function programLab(
+  lab: LabState,
+  table: PolicyTable,
+  dataplane: "iptables" | "nfqueue",
+  queueNum = 100,
+  failOpen = false,
+) {
   const applier = new KernelApplier({ netns: lab.nodeNetns });
   const local = await labLocalPods(lab);
   return applier.apply(renderNode(table, local, { dataplane, queueNum, queueBypass: failOpen }));
 }
 
 function formatProbe(m: Matrix): string {
-  const lines: string[] = [];
-  for (const port of m.ports) {
-    lines.push(`port ${port}   (observed with real packets: . got through, X blocked)`);
-    const idx = new Map(m.pods.map((p, i) => [p, i]));
-    const rows = m.pods.map(() => m.pods.map(() => "?"));
-    for (const r of m.results) if (`${r.port}/${r.protocol}` === port) rows[idx.get(r.from)!][idx.get(r.to)!] = r.allowed ? "." : "X";
-    const w = Math.max(4, ...m.pods.map((p) => p.length));
-    lines.push(`${"".padEnd(w)} ${m.pods.map((_, i) => String(i + 1).padStart(3)).join("")}`);
-    m.pods.forEach((p, i) => lines.push(`${p.padEnd(w)} ${rows[i].map((c) => c.padStart(3)).join("")}   ${i + 1}`));
-    lines.push("");
-  }
-  return lines.join("\n");
+  return formatMatrix(m, "observed with real packets: . got through, X blocked");
 }
 
 export function registerLab(program: Command): void {
-  const lab = program.command("lab").description("a test node built from network namespaces on this machine (needs root)");
+  const lab = program
+    .command("lab")
+    .description("a test node built from network namespaces on this machine (needs root)");
   lab
     .command("up")
     .description("build a lab node with one network namespace per pod in the manifests")
@@ -154,10 +164,20 @@ export function registerLab(program: Command): void {
     );
   lab
     .command("probe")
-    .description("probe every ordered pod pair with real packets (a running lab, or -f to build, program, probe, tear down)")
+    .description(
+      "probe every ordered pod pair with real packets (a running lab, or -f to build, program, probe, tear down)",
+    )
     .option("--name <lab>", "a running lab")
-    .option("-f, --file <path>", "manifests: build a temporary lab, apply their rules, probe, tear down", collect)
-    .option("--port <port/proto>", "port to probe (repeatable; default: every declared container port)", collect)
+    .option(
+      "-f, --file <path>",
+      "manifests: build a temporary lab, apply their rules, probe, tear down",
+      collect,
+    )
+    .option(
+      "--port <port/proto>",
+      "port to probe (repeatable; default: every declared container port)",
+      collect,
+    )
     .option("--dataplane <mode>", "iptables or nfqueue (with -f)", "iptables")
     .option("--fail-closed", "nfqueue: no verdict program, no traffic for isolated pods (default fail-open)")
     .option("--timeout-ms <ms>", "per-probe timeout", "800")
@@ -174,15 +194,18 @@ export function registerLab(program: Command): void {
           output: string;
         }) => {
           if (!!opts.name === !!opts.file) throw new UsageError("give either --name LAB or -f PATH");
-          if (opts.dataplane !== "iptables" && opts.dataplane !== "nfqueue") throw new UsageError("--dataplane must be iptables or nfqueue");
+          if (opts.dataplane !== "iptables" && opts.dataplane !== "nfqueue")
+            throw new UsageError("--dataplane must be iptables or nfqueue");
           const timeoutMs = Number(opts.timeoutMs);
-          const out = (m: Matrix) => process.stdout.write(opts.output === "json" ? `${JSON.stringify(m)}\n` : formatProbe(m));
+          const out = (m: Matrix) =>
+            process.stdout.write(opts.output === "json" ? `${JSON.stringify(m)}\n` : formatProbe(m));
           if (opts.name) {
             const state = await loadLab(opts.name);
             if (!state) throw new UsageError(`no running lab named ${opts.name}`);
             const files = rememberedManifests(opts.name);
             const set = files ? loadManifestFiles(files) : undefined;
-            if (!set) throw new UsageError(`lab ${opts.name} has no manifests on record; rebuild it with lab up -f`);
+            if (!set)
+              throw new UsageError(`lab ${opts.name} has no manifests on record; rebuild it with lab up -f`);
             const ports = parsePorts(opts.port) ?? declaredPorts(set.pods);
             out(await probeMatrix(state, set, ports, tableFromManifests(set), timeoutMs));
             return;
@@ -195,7 +218,8 @@ export function registerLab(program: Command): void {
           const state = await labUp(name, labPodsFor(set, ports));
           let userspace: UserspaceHandle | undefined;
           try {
-            if (opts.dataplane === "nfqueue") userspace = await startUserspaceInNetns(state.nodeNetns, table, 100, failOpen);
+            if (opts.dataplane === "nfqueue")
+              userspace = await startUserspaceInNetns(state.nodeNetns, table, 100, failOpen);
             await programLab(state, table, opts.dataplane, 100, failOpen);
             out(await probeMatrix(state, set, ports, table, timeoutMs));
           } finally {

@@ -68,7 +68,7 @@ export function maskBytes(bytes: Uint8Array, prefix: number): Uint8Array {
   return out;
 }
 
-export function bytesToText(family: Family, bytes: Uint8Array): string {
+export function bytesToText(_family: Family, bytes: Uint8Array): string {
   return ipaddr.fromByteArray(Array.from(bytes)).toString();
 }
 

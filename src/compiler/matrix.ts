@@ -102,7 +102,7 @@ export function computeMatrix(
 }
 
 /** One grid per port: rows are sources, columns destinations; "." allowed, "X" denied. */
-export function formatMatrix(m: Matrix): string {
+export function formatMatrix(m: Matrix, caption = "rows: from, columns: to; . allowed, X denied"): string {
   const out: string[] = [];
   const width = Math.max(4, ...m.pods.map((p) => p.length));
   const idx = new Map(m.pods.map((p, i) => [p, i]));
@@ -112,11 +112,11 @@ export function formatMatrix(m: Matrix): string {
       if (`${r.port}/${r.protocol}` !== port) continue;
       rows[idx.get(r.from)!][idx.get(r.to)!] = r.allowed ? "." : "X";
     }
-    out.push(`port ${port}   (rows: from, columns: to; . allowed, X denied)`);
+    out.push(`port ${port}   (${caption})`);
     out.push(`${"".padEnd(width)} ${m.pods.map((_, i) => String(i + 1).padStart(3)).join("")}`);
-    m.pods.forEach((p, i) =>
-      out.push(`${p.padEnd(width)} ${rows[i].map((c) => c.padStart(3)).join("")}   ${i + 1}`),
-    );
+    m.pods.forEach((p, i) => {
+      out.push(`${p.padEnd(width)} ${rows[i].map((c) => c.padStart(3)).join("")}   ${i + 1}`);
+    });
     out.push("");
   }
   return out.join("\n");

@@ -89,7 +89,9 @@ export function podFromK8s(obj: unknown): PodInfo {
   const status = asObj(o?.status);
   const rawIPs: { ip: unknown; field: string }[] = [];
   if (Array.isArray(status?.podIPs)) {
-    status.podIPs.forEach((e, i) => rawIPs.push({ ip: asObj(e)?.ip, field: `status.podIPs[${i}].ip` }));
+    status.podIPs.forEach((e, i) => {
+      rawIPs.push({ ip: asObj(e)?.ip, field: `status.podIPs[${i}].ip` });
+    });
   }
   if (rawIPs.length === 0 && status?.podIP !== undefined)
     rawIPs.push({ ip: status.podIP, field: "status.podIP" });

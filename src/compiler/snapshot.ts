@@ -44,7 +44,8 @@ export function takeSnapshot(table: PolicyTable): TableSnapshot {
       portIdx.set(k, pi);
     }
     // Only the winner of a shared IP answers, exactly as the live table does.
-    for (const ip of pod.parsedIPs) if (table.endpoint(ip.text) === pod) endpoints.push([ip.text, pod.key, pod.identityId, pi]);
+    for (const ip of pod.parsedIPs)
+      if (table.endpoint(ip.text) === pod) endpoints.push([ip.text, pod.key, pod.identityId, pi]);
   }
   const selectors: TableSnapshot["selectors"] = [];
   const blocks = new Map<number, [number, string, string[]]>();
@@ -87,7 +88,15 @@ export function takeSnapshot(table: PolicyTable): TableSnapshot {
     const eg = table.isolating(id, "egress").map((p) => polIdx.get(p.key)!);
     if (ing.length || eg.length) identities.push([id.id, ing, eg]);
   }
-  return { generation: table.generation, endpoints, portLists, selectors, blocks: [...blocks.values()], policies, identities };
+  return {
+    generation: table.generation,
+    endpoints,
+    portLists,
+    selectors,
+    blocks: [...blocks.values()],
+    policies,
+    identities,
+  };
 }
 
 const NONE: readonly PolicyView[] = [];
@@ -104,11 +113,17 @@ export class SnapshotSource implements DecisionSource {
 
   constructor(s: TableSnapshot) {
     this.generation = s.generation;
-    for (const [ip, key, identityId, pi] of s.endpoints) this.eps.set(ip, { key, identityId, ports: s.portLists[pi] });
+    for (const [ip, key, identityId, pi] of s.endpoints)
+      this.eps.set(ip, { key, identityId, ports: s.portLists[pi] });
     const sels = new Map<number, ReadonlySet<number>>(s.selectors.map(([id, m]) => [id, new Set(m)]));
     for (const [id, cidr, excepts] of s.blocks) {
       const c = parseCIDR(cidr);
-      if (c) this.trie.add(id, c, excepts.map((e) => parseCIDR(e)!));
+      if (c)
+        this.trie.add(
+          id,
+          c,
+          excepts.map((e) => parseCIDR(e)!),
+        );
     }
     const rules = (list: RuleData[] | null): RuleView[] | null =>
       list === null
@@ -119,12 +134,27 @@ export class SnapshotSource implements DecisionSource {
             peers:
               r.peers === null
                 ? null
-                : r.peers.map((p): PeerView => ("s" in p ? { kind: "sel", members: sels.get(p.s)! } : { kind: "block", id: p.b })),
+                : r.peers.map(
+                    (p): PeerView =>
+                      "s" in p ? { kind: "sel", members: sels.get(p.s)! } : { kind: "block", id: p.b },
+                  ),
           }));
-    const pols: PolicyView[] = s.policies.map((p) => ({ key: p.key, ingress: rules(p.ingress), egress: rules(p.egress) }));
+    const pols: PolicyView[] = s.policies.map((p) => ({
+      key: p.key,
+      ingress: rules(p.ingress),
+      egress: rules(p.egress),
+    }));
     for (const [id, ing, eg] of s.identities) {
-      if (ing.length) this.ingress.set(id, ing.map((i) => pols[i]));
-      if (eg.length) this.egress.set(id, eg.map((i) => pols[i]));
+      if (ing.length)
+        this.ingress.set(
+          id,
+          ing.map((i) => pols[i]),
+        );
+      if (eg.length)
+        this.egress.set(
+          id,
+          eg.map((i) => pols[i]),
+        );
     }
   }
 

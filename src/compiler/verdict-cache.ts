@@ -31,7 +31,8 @@ export class VerdictCache {
     private readonly source: DecisionSource,
     private readonly maxEntries = 1 << 20,
   ) {
-    if (!Number.isInteger(maxEntries) || maxEntries < 2) throw new RangeError(`VerdictCache maxEntries must be an integer >= 2, got ${maxEntries}`);
+    if (!Number.isInteger(maxEntries) || maxEntries < 2)
+      throw new RangeError(`VerdictCache maxEntries must be an integer >= 2, got ${maxEntries}`);
     this.generation = source.generation;
   }
 

@@ -150,7 +150,10 @@ export class KernelApplier {
     const count = async (b: Backend) => {
       let n = 0;
       for (const fam of [4, 6] as const) {
-        const r = await run(`${fam === 4 ? "iptables" : "ip6tables"}-${b}-save`, [], { netns: this.opts.netns, allowFail: true });
+        const r = await run(`${fam === 4 ? "iptables" : "ip6tables"}-${b}-save`, [], {
+          netns: this.opts.netns,
+          allowFail: true,
+        });
         n += r.stdout.split("\n").filter((l) => l.startsWith("-A ")).length;
       }
       return n;
@@ -163,7 +166,10 @@ export class KernelApplier {
   async readKernel(): Promise<KernelState> {
     await this.detectBackend();
     const save = async (fam: 4 | 6) =>
-      parseSave((await run(this.bin("save", fam), ["-t", "filter"], { netns: this.opts.netns, allowFail: true })).stdout);
+      parseSave(
+        (await run(this.bin("save", fam), ["-t", "filter"], { netns: this.opts.netns, allowFail: true }))
+          .stdout,
+      );
     const ipset = await run("ipset", ["save"], { netns: this.opts.netns });
     this.cache = { v4: await save(4), v6: await save(6), sets: parseIpsetSave(ipset.stdout) };
     return this.cache;
@@ -206,8 +212,10 @@ export class KernelApplier {
     if (pre.length) await run("ipset", ["restore"], { netns: this.opts.netns, input: `${pre.join("\n")}\n` });
     if (v4) await run(this.bin("restore", 4), ["--noflush"], { netns: this.opts.netns, input: v4 });
     if (v6) await run(this.bin("restore", 6), ["--noflush"], { netns: this.opts.netns, input: v6 });
-    if (post.length) await run("ipset", ["restore"], { netns: this.opts.netns, input: `${post.join("\n")}\n` });
-    for (const f of [desired.v4, desired.v6]) for (const rules of f.chains.values()) stats.rules += rules.length;
+    if (post.length)
+      await run("ipset", ["restore"], { netns: this.opts.netns, input: `${post.join("\n")}\n` });
+    for (const f of [desired.v4, desired.v6])
+      for (const rules of f.chains.values()) stats.rules += rules.length;
     stats.ms = performance.now() - t0;
     this.cache = stateOf(desired);
     return stats;
@@ -248,7 +256,13 @@ export class KernelApplier {
     const rules: string[] = [];
     const tail: string[] = [];
     for (const [name, list] of want.chains) {
-      if (sameList(cur.chains.get(name), list.map((r) => ruleHashOf(r) ?? "?"))) continue;
+      if (
+        sameList(
+          cur.chains.get(name),
+          list.map((r) => ruleHashOf(r) ?? "?"),
+        )
+      )
+        continue;
       decl.push(`:${name} - [0:0]`);
       for (const r of list) rules.push(`-A ${name} ${r}`);
       stats.chainsWritten++;
@@ -277,11 +291,18 @@ export class KernelApplier {
       lines.push("COMMIT", "");
       jumps += k.builtinRules.length;
       chains += k.chains.size;
-      if (lines.length > 3) await run(this.bin("restore", fam), ["--noflush"], { netns: this.opts.netns, input: lines.join("\n") });
+      if (lines.length > 3)
+        await run(this.bin("restore", fam), ["--noflush"], {
+          netns: this.opts.netns,
+          input: lines.join("\n"),
+        });
     }
     const names = [...cur.sets.keys()];
     if (names.length) {
-      await run("ipset", ["restore"], { netns: this.opts.netns, input: `${names.map((n) => `destroy ${n}`).join("\n")}\n` });
+      await run("ipset", ["restore"], {
+        netns: this.opts.netns,
+        input: `${names.map((n) => `destroy ${n}`).join("\n")}\n`,
+      });
     }
     return { chains, sets: names.length, jumps };
   }
@@ -295,6 +316,7 @@ function stateOf(d: DesiredState): KernelState {
     builtinRules: BUILTINS.map((b) => ({ chain: b, spec: jumpRule(b) })),
   });
   const sets = new Map<string, KernelSet>();
-  for (const s of d.sets.values()) sets.set(s.name, { type: s.type as SetType, family: s.family, members: new Set(s.members) });
+  for (const s of d.sets.values())
+    sets.set(s.name, { type: s.type as SetType, family: s.family, members: new Set(s.members) });
   return { v4: fam(d.v4), v6: fam(d.v6), sets };
 }

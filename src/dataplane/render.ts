@@ -24,10 +24,21 @@ import { createHash } from "node:crypto";
 import { type Family, parseIP } from "../compiler/ip.js";
 import { type ContainerPort, PROTO, PROTO_NAMES } from "../compiler/model.js";
 import type { PortSpec } from "../compiler/ports.js";
-import type { CompiledPeer, CompiledRule, PodRecord, PolicyRecord, PolicyTable, SelectorEntry } from "../compiler/table.js";
+import type {
+  CompiledPeer,
+  CompiledRule,
+  PodRecord,
+  PolicyRecord,
+  PolicyTable,
+  SelectorEntry,
+} from "../compiler/table.js";
 
 export const PREFIX = "PODWALL-";
-export const TOP_CHAINS = { FORWARD: "PODWALL-FORWARD", INPUT: "PODWALL-INPUT", OUTPUT: "PODWALL-OUTPUT" } as const;
+export const TOP_CHAINS = {
+  FORWARD: "PODWALL-FORWARD",
+  INPUT: "PODWALL-INPUT",
+  OUTPUT: "PODWALL-OUTPUT",
+} as const;
 export type Builtin = keyof typeof TOP_CHAINS;
 
 export interface LocalPod {
@@ -136,7 +147,8 @@ class FamilyRenderer {
 
   /** hash:ip,port set of (pod IP, proto:port) for every pod the peer selects that names this port. */
   namedPortSet(peer: CompiledPeer | null, port: Extract<PortSpec, { name: string }>): string {
-    const peerKey = peer === null ? "*" : peer.kind === "sel" ? peer.sel.spec.key : `ip:${peer.block.spec.key}`;
+    const peerKey =
+      peer === null ? "*" : peer.kind === "sel" ? peer.sel.spec.key : `ip:${peer.block.spec.key}`;
     const name = `${PREFIX}N${this.fam}-${shortHash(`${peerKey}|${port.name}|${port.proto}`)}`;
     if (this.sets.has(name)) return name;
     const members = new Set<string>();
@@ -191,7 +203,12 @@ class FamilyRenderer {
         if (dir === "ingress") {
           // Named ports on ingress resolve against this (destination) pod's own containers.
           for (const c of resolveNamed(self.ports, port)) {
-            out.push(withComment(`${peerMatch} ${portArgs(port, { from: c.port, to: c.port })} -j RETURN`.trim(), what));
+            out.push(
+              withComment(
+                `${peerMatch} ${portArgs(port, { from: c.port, to: c.port })} -j RETURN`.trim(),
+                what,
+              ),
+            );
           }
         } else {
           // On egress they resolve against each destination pod: an ip,port set replaces the peer match.
@@ -209,9 +226,15 @@ class FamilyRenderer {
     const lines: string[] = [];
     if (this.opts.dataplane === "nfqueue") {
       const bypass = this.opts.queueBypass ? " --queue-bypass" : "";
-      lines.push(withComment(`-j NFQUEUE --queue-num ${this.opts.queueNum ?? 100}${bypass}`, `${pod.key} ${dir} verdict in userspace`));
+      lines.push(
+        withComment(
+          `-j NFQUEUE --queue-num ${this.opts.queueNum ?? 100}${bypass}`,
+          `${pod.key} ${dir} verdict in userspace`,
+        ),
+      );
     } else {
-      for (const pol of pols) for (const rule of pol[dir]!) lines.push(...this.ruleLines(pol, dir, rule, pod));
+      for (const pol of pols)
+        for (const rule of pol[dir]!) lines.push(...this.ruleLines(pol, dir, rule, pod));
       const deny = this.opts.denyAction === "REJECT" ? "REJECT" : "DROP";
       lines.push(withComment(`-j ${deny}`, `${pod.key} ${dir} default deny`));
     }
@@ -220,9 +243,14 @@ class FamilyRenderer {
   }
 }
 
-function resolveNamed(ports: readonly ContainerPort[], p: Extract<PortSpec, { name: string }>): ContainerPort[] {
+function resolveNamed(
+  ports: readonly ContainerPort[],
+  p: Extract<PortSpec, { name: string }>,
+): ContainerPort[] {
   const seen = new Set<number>();
-  return ports.filter((c) => c.name === p.name && PROTO[c.protocol] === p.proto && !seen.has(c.port) && seen.add(c.port));
+  return ports.filter(
+    (c) => c.name === p.name && PROTO[c.protocol] === p.proto && !seen.has(c.port) && seen.add(c.port),
+  );
 }
 
 /** hash:net cannot hold a /0; two halves cover the same addresses exactly (::/0 included). */
@@ -231,18 +259,29 @@ function splitZero(text: string, prefix: number, family: Family): string[] {
   return family === 4 ? ["0.0.0.0/1", "128.0.0.0/1"] : ["::/1", "8000::/1"];
 }
 
-export function renderNode(table: PolicyTable, localPods: readonly LocalPod[], opts: RenderOptions): DesiredState {
+export function renderNode(
+  table: PolicyTable,
+  localPods: readonly LocalPod[],
+  opts: RenderOptions,
+): DesiredState {
   const sets = new Map<string, RenderedSet>();
   const isolated = { ingress: 0, egress: 0, pods: 0 };
   const fams = ([4, 6] as const).map((f) => new FamilyRenderer(f, table, sets, opts));
   const sorted = [...localPods].sort((a, b) => a.key.localeCompare(b.key));
   for (const r of fams) {
     const fwd: string[] = [
-      withComment("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", "established traffic stays in the kernel"),
+      withComment(
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "established traffic stays in the kernel",
+      ),
       withComment("-m conntrack --ctstate INVALID -j DROP", "invalid packets"),
     ];
-    const input: string[] = [withComment("-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN", "established")];
-    const output: string[] = [withComment("-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN", "established")];
+    const input: string[] = [
+      withComment("-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN", "established"),
+    ];
+    const output: string[] = [
+      withComment("-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN", "established"),
+    ];
     if (r.family === 6) {
       // Neighbour discovery and router solicitation must never be policed, or IPv6 stops working.
       for (const t of [133, 134, 135, 136, 137]) {
@@ -253,7 +292,10 @@ export function renderNode(table: PolicyTable, localPods: readonly LocalPod[], o
     }
     for (const cidr of opts.serviceCIDRs ?? []) {
       const fam = parseIP(cidr.split("/")[0])?.family;
-      if (fam === r.family) input.push(withComment(`-d ${cidr} -j RETURN`, "IPVS service range: judged after translation in OUTPUT"));
+      if (fam === r.family)
+        input.push(
+          withComment(`-d ${cidr} -j RETURN`, "IPVS service range: judged after translation in OUTPUT"),
+        );
     }
     for (const lp of sorted) {
       const pod = table.pod(lp.key);
@@ -282,7 +324,12 @@ export function renderNode(table: PolicyTable, localPods: readonly LocalPod[], o
         else fwd.push(withComment(`-o ${lp.hostIf} -j ${chain}`, what));
         const out = lp.bridged ? ips.map((ip) => `-d ${ip}`) : [`-o ${lp.hostIf}`];
         for (const m of out) {
-          output.push(withComment(`${m} -m addrtype --src-type LOCAL -j RETURN`, `${pod.key} from its own node (probes)`));
+          output.push(
+            withComment(
+              `${m} -m addrtype --src-type LOCAL -j RETURN`,
+              `${pod.key} from its own node (probes)`,
+            ),
+          );
           output.push(withComment(`${m} -j ${chain}`, `${what} (IPVS-forwarded)`));
         }
       }
@@ -321,4 +368,3 @@ export function createLine(s: RenderedSet, name = s.name): string {
   const family = s.family === 4 ? "inet" : "inet6";
   return `create ${name} ${s.type} family ${family} hashsize 1024 maxelem 1048576 -exist`;
 }
-

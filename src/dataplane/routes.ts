@@ -60,7 +60,10 @@ export function lookupRoute(routes: readonly RouteEntry[], ip: string): RouteEnt
 }
 
 /** Resolve the host interface for each address list (one pod each); undefined where none is found. */
-export async function podInterfaces(podIPs: readonly (readonly string[])[], netns?: string): Promise<(PodInterface | undefined)[]> {
+export async function podInterfaces(
+  podIPs: readonly (readonly string[])[],
+  netns?: string,
+): Promise<(PodInterface | undefined)[]> {
   const routes = await readRoutes(netns);
   const bridges = new Set<string>();
   for (const l of await ipJson(["-d", "link", "show"], netns)) {
@@ -80,12 +83,18 @@ export async function podInterfaces(podIPs: readonly (readonly string[])[], netn
         break;
       }
       // Behind a bridge: the pod's MAC (neighbour table) tells which bridge port it sits on.
-      neigh ??= new Map((await ipJson(["neigh", "show"], netns)).map((n) => [String(n.dst), String(n.lladdr ?? "")]));
+      neigh ??= new Map(
+        (await ipJson(["neigh", "show"], netns)).map((n) => [String(n.dst), String(n.lladdr ?? "")]),
+      );
       if (!fdb) {
         fdb = new Map();
         const r = await run("bridge", ["-j", "fdb", "show"], { netns, allowFail: true });
         try {
-          for (const e of JSON.parse(r.stdout || "[]") as { mac: string; ifname: string; master?: string }[]) {
+          for (const e of JSON.parse(r.stdout || "[]") as {
+            mac: string;
+            ifname: string;
+            master?: string;
+          }[]) {
             if (e.master) fdb.set(e.mac, e.ifname);
           }
         } catch {

@@ -102,7 +102,13 @@ export class FileSource implements ClusterSource {
         continue;
       }
       const entries = new Map<string, Entry>(held);
-      for (const ns of set.namespaces) entries.set(`Namespace:${ns.name}`, { kind: "Namespace", key: ns.name, obj: ns, text: JSON.stringify(ns) });
+      for (const ns of set.namespaces)
+        entries.set(`Namespace:${ns.name}`, {
+          kind: "Namespace",
+          key: ns.name,
+          obj: ns,
+          text: JSON.stringify(ns),
+        });
       for (const pod of set.pods) {
         const key = `${pod.namespace}/${pod.name}`;
         entries.set(`Pod:${key}`, { kind: "Pod", key, obj: pod, text: JSON.stringify(pod) });
@@ -110,7 +116,12 @@ export class FileSource implements ClusterSource {
       for (const pol of set.policies) {
         const meta = pol.metadata as { name: string; namespace?: string };
         const key = `${meta.namespace || "default"}/${meta.name}`;
-        entries.set(`NetworkPolicy:${key}`, { kind: "NetworkPolicy", key, obj: pol, text: JSON.stringify(pol) });
+        entries.set(`NetworkPolicy:${key}`, {
+          kind: "NetworkPolicy",
+          key,
+          obj: pol,
+          text: JSON.stringify(pol),
+        });
       }
       next.set(file, entries);
     }

@@ -35,7 +35,9 @@ export function drainCounters(): { policies: [string, number][]; cacheHits: numb
   return out;
 }
 
-export function createDecider(table: unknown): (src: string, dst: string, proto: number, dport: number) => Verdict {
+export function createDecider(
+  table: unknown,
+): (src: string, dst: string, proto: number, dport: number) => Verdict {
   const snap = table as TableSnapshot;
   if (!snap || !Array.isArray(snap.endpoints) || !Array.isArray(snap.policies)) {
     throw new Error("not a podwall table snapshot");

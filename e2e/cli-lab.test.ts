@@ -1,0 +1,32 @@
+/**
+ * The CLI path the conformance corpus uses: `podwall lab probe -f ... -o json` (real packets, both
+ * dataplanes) must match `podwall simulate -f ... -o json` in every cell, and leave no namespace.
+ */
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { run } from "../src/dataplane/exec.js";
+
+const ROOT = join(import.meta.dirname, "..");
+const CLI = join(ROOT, "dist/cli/main.js");
+
+function json(args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`podwall ${args.join(" ")} exited ${r.status}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as { pods: string[]; ports: string[]; results: { from: string; to: string; port: number; protocol: string; allowed: boolean }[] };
+}
+
+describe.each(["iptables", "nfqueue"])("podwall lab probe --dataplane %s", (dataplane) => {
+  it("equals podwall simulate on the demo cluster, cell by cell", async () => {
+    const sim = json(["simulate", "-f", join(ROOT, "examples/demo"), "-o", "json"]);
+    const probe = json(["lab", "probe", "-f", join(ROOT, "examples/demo"), "--dataplane", dataplane, "-o", "json"]);
+    expect(probe.pods).toEqual(sim.pods);
+    expect(probe.ports).toEqual(sim.ports);
+    const key = (r: (typeof sim.results)[number]) => `${r.from}>${r.to}>${r.port}/${r.protocol}`;
+    const observed = new Map(probe.results.map((r) => [key(r), r.allowed]));
+    const wrong = sim.results.filter((r) => observed.get(key(r)) !== r.allowed).map(key);
+    expect(wrong).toEqual([]);
+    expect(sim.results.some((r) => !r.allowed)).toBe(true);
+    expect((await run("ip", ["netns", "list"])).stdout).not.toMatch(/pwl-pr/);
+  }, 150_000);
+});
