@@ -5,7 +5,7 @@
  * block keeps its own excepts, so `A except X` OR `X` (two peers) still matches X via the second.
  * May not: know about rules; the table maps block ids back to the peers that use them.
  */
-import { bitAt, type Family, type ParsedCIDR } from "./ip.js";
+import { bitAt, type Family, type ParsedCIDR, parseIP } from "./ip.js";
 
 interface Node {
   zero?: Node;
@@ -71,3 +71,26 @@ export class CidrTrie {
 }
 
 const EMPTY: number[] = [];
+
+/** "Which blocks contain this address", memoized per address text until the blocks change. */
+export class BlockMatcher {
+  private readonly cache = new Map<string, readonly number[]>();
+
+  constructor(readonly trie: CidrTrie = new CidrTrie()) {}
+
+  blocksFor(ip: string): readonly number[] {
+    let hit = this.cache.get(ip);
+    if (hit) return hit;
+    const p = parseIP(ip);
+    hit = p && this.trie.size > 0 ? this.trie.match(p.family, p.bytes) : EMPTY;
+    // Bounded: addresses seen are unbounded (external peers), the blocks are not.
+    if (this.cache.size >= 65536) this.cache.clear();
+    this.cache.set(ip, hit);
+    return hit;
+  }
+
+  /** Call after adding or removing a block. */
+  changed(): void {
+    this.cache.clear();
+  }
+}

@@ -7,9 +7,9 @@
  * thread posts a fresh snapshot on every change; the worker swaps it in between packets.
  * May not: be mutated after construction (the worker replaces it whole).
  */
-import { CidrTrie } from "./cidr-trie.js";
+import { BlockMatcher } from "./cidr-trie.js";
 import type { DecisionSource, EndpointView, PeerView, PolicyView, RuleView } from "./engine.js";
-import { parseCIDR, parseIP } from "./ip.js";
+import { parseCIDR } from "./ip.js";
 import type { ContainerPort } from "./model.js";
 import type { PortSpec } from "./ports.js";
 import type { PolicyTable } from "./table.js";
@@ -100,7 +100,6 @@ export function takeSnapshot(table: PolicyTable): TableSnapshot {
 }
 
 const NONE: readonly PolicyView[] = [];
-const NO_BLOCKS: readonly number[] = [];
 
 /** A read-only DecisionSource over a snapshot (what the NFQUEUE worker decides from). */
 export class SnapshotSource implements DecisionSource {
@@ -108,8 +107,7 @@ export class SnapshotSource implements DecisionSource {
   private readonly eps = new Map<string, EndpointView>();
   private readonly ingress = new Map<number, PolicyView[]>();
   private readonly egress = new Map<number, PolicyView[]>();
-  private readonly trie = new CidrTrie();
-  private readonly blockCache = new Map<string, readonly number[]>();
+  private readonly blocks = new BlockMatcher();
 
   constructor(s: TableSnapshot) {
     this.generation = s.generation;
@@ -119,7 +117,7 @@ export class SnapshotSource implements DecisionSource {
     for (const [id, cidr, excepts] of s.blocks) {
       const c = parseCIDR(cidr);
       if (c)
-        this.trie.add(
+        this.blocks.trie.add(
           id,
           c,
           excepts.map((e) => parseCIDR(e)!),
@@ -167,12 +165,7 @@ export class SnapshotSource implements DecisionSource {
   }
 
   blocksFor(ip: string): readonly number[] {
-    let hit = this.blockCache.get(ip);
-    if (hit) return hit;
-    const p = parseIP(ip);
-    hit = p && this.trie.size > 0 ? this.trie.match(p.family, p.bytes) : NO_BLOCKS;
-    if (this.blockCache.size >= 65536) this.blockCache.clear();
-    this.blockCache.set(ip, hit);
-    return hit;
+    return this.blocks.blocksFor(ip);
   }
+
 }

@@ -10,7 +10,7 @@
  * May not: do I/O, or import the dataplane or the agent. Bad policies throw InputError before any
  * state changes, so a rejected update leaves the last good version in force.
  */
-import { CidrTrie } from "./cidr-trie.js";
+import { BlockMatcher } from "./cidr-trie.js";
 import { type ParsedIP, parseIP } from "./ip.js";
 import {
   type ContainerPort,
@@ -142,7 +142,7 @@ export class PolicyTable {
   private readonly globalSelectors = new Set<SelectorEntry>();
   private readonly blocks = new Map<string, BlockEntry>();
   private readonly blocksById = new Map<number, BlockEntry>();
-  private readonly trie = new CidrTrie();
+  private readonly blockMatcher = new BlockMatcher();
   private readonly policies = new Map<string, PolicyRecord>();
   private readonly byIP = new Map<string, PodRecord[]>();
   /** Listeners told after each change; the dataplane marks itself dirty from these. */
@@ -203,17 +203,9 @@ export class PolicyTable {
     return list ? list[0] : undefined;
   }
 
-  private blockMatchCache = new Map<string, readonly number[]>();
-
   /** ipBlocks (by id) containing the address, memoized per address until the blocks change. */
   blocksFor(ip: string): readonly number[] {
-    let hit = this.blockMatchCache.get(ip);
-    if (hit) return hit;
-    const parsed = parseIP(ip);
-    hit = parsed && this.trie.size > 0 ? this.trie.match(parsed.family, parsed.bytes) : NO_BLOCKS;
-    if (this.blockMatchCache.size >= 65536) this.blockMatchCache.clear();
-    this.blockMatchCache.set(ip, hit);
-    return hit;
+    return this.blockMatcher.blocksFor(ip);
   }
 
   isolatingById(identityId: number, dir: "ingress" | "egress"): readonly PolicyRecord[] {
@@ -469,8 +461,8 @@ export class PolicyTable {
     b = { id: this.nextId++, spec, refs: 1 };
     this.blocks.set(spec.key, b);
     this.blocksById.set(b.id, b);
-    this.trie.add(b.id, spec.cidr, spec.excepts);
-    this.blockMatchCache.clear();
+    this.blockMatcher.trie.add(b.id, spec.cidr, spec.excepts);
+    this.blockMatcher.changed();
     return b;
   }
 
@@ -478,8 +470,8 @@ export class PolicyTable {
     if (--b.refs > 0) return;
     this.blocks.delete(b.spec.key);
     this.blocksById.delete(b.id);
-    this.trie.remove(b.id, b.spec.cidr, b.spec.excepts);
-    this.blockMatchCache.clear();
+    this.blockMatcher.trie.remove(b.id, b.spec.cidr, b.spec.excepts);
+    this.blockMatcher.changed();
   }
 
   // ---------------------------------------------------------------- policies
@@ -565,7 +557,6 @@ export class PolicyTable {
   }
 }
 
-const NO_BLOCKS: readonly number[] = [];
 const NO_POLICIES: readonly PolicyRecord[] = [];
 
 function rank(p: PodRecord): number {
