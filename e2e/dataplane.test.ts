@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PortProto } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
+import { probe } from "../src/dataplane/lab/lab.js";
 import { LabHarness, type Mode } from "./support/harness.js";
 import { IP, ns, type Obj, pod, policy, portsModel, sel, v6Model, xyzModel } from "./support/model.js";
 
@@ -241,6 +242,20 @@ describe.each(MODES)("dataplane %s: lab probe equals simulate", (mode) => {
       const open = await h.compare([TCP80]);
       expect(open.wrong).toEqual([]);
       expect(open.observed.results.every((r) => r.allowed)).toBe(true);
+    });
+
+    it("the pod's own node may always reach it (ingress exemption for probes)", async () => {
+      h.setPolicies([policy("x", "deny-all", { podSelector: {}, policyTypes: ["Ingress", "Egress"] })]);
+      await h.sync();
+      const [fromNode, fromPod] = await probe(
+        h.lab,
+        [
+          { from: "node", toIp: IP("x", "a"), port: 80, protocol: "TCP" },
+          { from: "y/a", toIp: IP("x", "a"), port: 80, protocol: "TCP" },
+        ],
+        { timeoutMs: 700 },
+      );
+      expect([fromNode, fromPod]).toEqual([true, false]);
     });
 
     it("an unchanged table programs nothing", async () => {
