@@ -264,6 +264,35 @@ describe.each(MODES)("dataplane %s: lab probe equals simulate", (mode) => {
     });
   });
 
+  describe("bridged pods (cni0-style bridge: physdev dispatch, interfaces found through the FDB)", () => {
+    let h: LabHarness;
+    beforeAll(async () => {
+      h = await LabHarness.up(`e2b${suffix}`, xyzModel(), mode, undefined, { bridged: true });
+    });
+    afterAll(async () => {
+      await h?.down();
+    });
+
+    it("local pods resolve to their bridge ports", async () => {
+      const { labLocalPods } = await import("../src/cli/lab.js");
+      const local = await labLocalPods(h.lab);
+      expect(local).toHaveLength(9);
+      expect(local.every((p) => p.bridged)).toBe(true);
+      expect(new Set(local.map((p) => p.hostIf))).toEqual(new Set(h.lab.pods.map((p) => p.hostIf)));
+    });
+
+    for (const i of [1, 2, 4, 7, 8, 9]) {
+      const [name, pols, ports] = XYZ_SCENARIOS[i];
+      it(name, async () => {
+        h.setPolicies(pols);
+        await h.sync();
+        const { wrong, observed } = await h.compare(ports);
+        expect(wrong).toEqual([]);
+        expect(observed.results.some((r) => !r.allowed)).toBe(true);
+      });
+    }
+  });
+
   describe("named ports per pod, endPort edges, SCTP", () => {
     let h: LabHarness;
     const ports: PortProto[] = [

@@ -32,9 +32,9 @@ export class LabHarness {
     this.applier = new KernelApplier({ netns: lab.nodeNetns });
   }
 
-  static async up(name: string, objs: Obj[], mode: Mode, ports?: PortProto[]): Promise<LabHarness> {
+  static async up(name: string, objs: Obj[], mode: Mode, ports?: PortProto[], opts: { bridged?: boolean } = {}): Promise<LabHarness> {
     const set = manifestSet(objs);
-    const lab = await labUp(name, labPodsFor(set, ports ?? declaredPorts(set.pods)));
+    const lab = await labUp(name, labPodsFor(set, ports ?? declaredPorts(set.pods)), opts);
     const h = new LabHarness(lab, set, mode);
     for (const n of set.namespaces) h.table.upsertNamespace(n);
     for (const p of set.pods) h.table.upsertPod(p);

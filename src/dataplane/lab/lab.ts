@@ -45,6 +45,8 @@ export interface LabPodState {
 export interface LabState {
   name: string;
   nodeNetns: string;
+  /** Pods are ports of a bridge in the node (cni0-style) rather than routed veths. */
+  bridged?: boolean;
   pods: LabPodState[];
 }
 export interface ProbeRequest {
@@ -110,17 +112,19 @@ function startPodAgent(p: StoredPod) {
  * Builds the node netns and one netns per pod, starts every pod's agent (its servers) and persists the
  * state. A lab of the same name that already exists is torn down first.
  */
-export async function labUp(name: string, pods: LabPodSpec[]): Promise<LabState> {
+export async function labUp(name: string, pods: LabPodSpec[], opts: { bridged?: boolean } = {}): Promise<LabState> {
   assertLabName(name);
   assertPods(pods);
   return withLabLock(name, async () => {
     await downLocked(name);
     try {
-      const nodeNetns = await createNode(name);
-      const states = await mapLimit(pods, BUILD_CONCURRENCY, (p, i) => createPod(name, nodeNetns, i, p));
+      const bridged = opts.bridged === true;
+      const nodeNetns = await createNode(name, bridged);
+      const states = await mapLimit(pods, BUILD_CONCURRENCY, (p, i) => createPod(name, nodeNetns, i, p, bridged));
       const stored: StoredLab = {
         name,
         nodeNetns,
+        bridged,
         pods: states.map((s, i) => ({ ...s, serve: pods[i].serve.map((p) => ({ ...p })) })),
         nextIndex: pods.length,
       };
@@ -166,7 +170,7 @@ export async function labAddPod(name: string, pod: LabPodSpec): Promise<LabPodSt
     const index = Math.max(stored.nextIndex ?? 0, Math.max(-1, ...used) + 1);
     let state: LabPodState | undefined;
     try {
-      state = await createPod(name, stored.nodeNetns, index, pod);
+      state = await createPod(name, stored.nodeNetns, index, pod, stored.bridged === true);
       const entry: StoredPod = { ...state, serve: pod.serve.map((p) => ({ ...p })) };
       await startPodAgent(entry);
       stored.pods.push(entry);

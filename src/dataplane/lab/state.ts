@@ -17,6 +17,8 @@ export interface StoredLab {
   name: string;
   nodeNetns: string;
   pods: StoredPod[];
+  /** Pods sit on a bridge (cni0-style) instead of routed veths. */
+  bridged?: boolean;
   /** Next pod netns index; indexes are never reused, so a netns name means one pod for the lab's life. */
   nextIndex?: number;
 }
@@ -54,6 +56,7 @@ export function publicState(lab: StoredLab): LabState {
   return {
     name: lab.name,
     nodeNetns: lab.nodeNetns,
+    bridged: lab.bridged === true,
     pods: lab.pods.map((p) => ({ key: p.key, netns: p.netns, hostIf: p.hostIf, ips: [...p.ips] })),
   };
 }

@@ -1,5 +1,6 @@
 /**
- * lab/topology: builds and tears down a lab's network namespaces and routed (ptp-style) veths.
+ * lab/topology: builds and tears down a lab's network namespaces and their veths: routed (ptp-style,
+ * a /32 route per pod) or bridged (cni0-style: pod veths are ports of one bridge, br_netfilter on).
  * Owns: every ip/sysctl command of the lab. Each targets a lab netns, never the host's: the veth is created
  * from inside the node netns with its peer placed straight into the pod netns.
  * May not: start long-lived processes or read/write the state file.
@@ -38,7 +39,10 @@ async function ipBatch(netns: string, lines: string[]): Promise<void> {
   await run("ip", ["-n", netns, "-batch", "-"], { input: `${lines.join("\n")}\n` });
 }
 
-export async function createNode(lab: string): Promise<string> {
+/** The bridge of a bridged lab; its MAC is fixed so pods can hold a permanent gateway entry. */
+export const LAB_BRIDGE = "pwbr0";
+
+export async function createNode(lab: string, bridged = false): Promise<string> {
   const netns = nodeNetnsName(lab);
   await run("ip", ["netns", "add", netns]);
   await sysctl(netns, {
@@ -55,9 +59,19 @@ export async function createNode(lab: string): Promise<string> {
     // A node IP (as a kubelet has) so "node" probes have a source address pods can answer.
     `addr add ${LAB_NODE_IPV4}/32 dev lo`,
     `addr add ${LAB_NODE_IPV6}/128 dev lo nodad`,
-    // Proxy ARP only answers for addresses the node has a route to; there is no default route here.
-    `route add ${LAB_GW_V4}/32 dev lo`,
+    ...(bridged
+      ? [
+          // Bridged: the gateway addresses live on the bridge, whose MAC the pods hold permanently.
+          `link add ${LAB_BRIDGE} address ${macFor(lab, "_bridge", "host")} type bridge`,
+          `link set ${LAB_BRIDGE} up`,
+          `addr add ${LAB_GW_V4}/32 dev ${LAB_BRIDGE}`,
+          `addr add ${LAB_GW_V6}/64 dev ${LAB_BRIDGE} nodad`,
+        ]
+      : // Proxy ARP only answers for addresses the node has a route to; there is no default route here.
+        [`route add ${LAB_GW_V4}/32 dev lo`]),
   ]);
+  // Bridged pods are filtered by iptables only through br_netfilter (per netns; on by default).
+  if (bridged) await sysctl(netns, { "net.bridge.bridge-nf-call-iptables": 1, "net.bridge.bridge-nf-call-ip6tables": 1 });
   return netns;
 }
 
@@ -66,10 +80,13 @@ export async function createPod(
   nodeNetns: string,
   index: number,
   spec: LabPodSpec,
+  bridged = false,
 ): Promise<LabPodState> {
   const netns = podNetnsName(lab, index);
   const hostIf = hostIfName(lab, spec.key);
-  const hostMac = macFor(lab, spec.key, "host");
+  // The pod's gateway is the host veth (routed) or the bridge (bridged).
+  const hostMac = bridged ? macFor(lab, "_bridge", "host") : macFor(lab, spec.key, "host");
+  const vethMac = macFor(lab, spec.key, "host");
   const podMac = macFor(lab, spec.key, "pod");
   const v4 = spec.ips.filter((ip) => !isIPv6(ip));
   const v6 = spec.ips.filter((ip) => isIPv6(ip));
@@ -78,7 +95,7 @@ export async function createPod(
   await sysctl(netns, { "net.ipv6.conf.all.accept_dad": 0, "net.ipv6.conf.default.accept_dad": 0 });
   assertLabNetns(nodeNetns);
   await run("ip", [
-    ...["-n", nodeNetns, "link", "add", hostIf, "address", hostMac, "type", "veth"],
+    ...["-n", nodeNetns, "link", "add", hostIf, "address", vethMac, "type", "veth"],
     ...["peer", "name", "eth0", "address", podMac, "netns", netns],
   ]);
 
@@ -103,6 +120,18 @@ export async function createPod(
       : []),
   ]);
 
+  if (bridged) {
+    await ipBatch(nodeNetns, [
+      `link set ${hostIf} master ${LAB_BRIDGE}`,
+      `link set ${hostIf} up`,
+      ...v4.map((ip) => `route add ${ip}/32 dev ${LAB_BRIDGE} scope link`),
+      ...v6.map((ip) => `route add ${ip}/128 dev ${LAB_BRIDGE}`),
+      ...spec.ips.map((ip) => `neigh replace ${ip} lladdr ${podMac} dev ${LAB_BRIDGE} nud permanent`),
+    ]);
+    // A static FDB entry: the node knows the pod's port before the pod sends a frame.
+    await run("bridge", ["fdb", "replace", podMac, "dev", hostIf, "master", "static"], { netns: nodeNetns });
+    return { key: spec.key, netns, hostIf, ips: [...spec.ips] };
+  }
   await sysctl(nodeNetns, {
     [`net.ipv4.conf.${hostIf}.proxy_arp`]: 1,
     // Without this the first ARP answer waits up to 0.8 s (and the first probe fails).
@@ -160,8 +189,13 @@ export async function deleteNetns(netns: string): Promise<void> {
 }
 
 /** Removes one pod: its node-side veth first (synchronously, so the name is free at once), then its netns. */
-export async function destroyPod(nodeNetns: string, pod: { netns: string; hostIf: string }): Promise<void> {
+export async function destroyPod(nodeNetns: string, pod: { netns: string; hostIf: string; ips?: readonly string[] }): Promise<void> {
   assertLabNetns(nodeNetns);
   await run("ip", ["-n", nodeNetns, "link", "del", pod.hostIf], { allowFail: true });
+  // Bridged pods' routes and neighbours hang off the bridge, which outlives them.
+  for (const ip of pod.ips ?? []) {
+    await run("ip", ["-n", nodeNetns, "route", "del", ip, "dev", LAB_BRIDGE], { allowFail: true });
+    await run("ip", ["-n", nodeNetns, "neigh", "del", ip, "dev", LAB_BRIDGE], { allowFail: true });
+  }
   await deleteNetns(pod.netns);
 }
