@@ -13,13 +13,26 @@ const CLI = join(ROOT, "dist/cli/main.js");
 function json(args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 120_000 });
   if (r.status !== 0) throw new Error(`podwall ${args.join(" ")} exited ${r.status}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as { pods: string[]; ports: string[]; results: { from: string; to: string; port: number; protocol: string; allowed: boolean }[] };
+  return JSON.parse(r.stdout) as {
+    pods: string[];
+    ports: string[];
+    results: { from: string; to: string; port: number; protocol: string; allowed: boolean }[];
+  };
 }
 
 describe.each(["iptables", "nfqueue"])("podwall lab probe --dataplane %s", (dataplane) => {
   it("equals podwall simulate on the demo cluster, cell by cell", async () => {
     const sim = json(["simulate", "-f", join(ROOT, "examples/demo"), "-o", "json"]);
-    const probe = json(["lab", "probe", "-f", join(ROOT, "examples/demo"), "--dataplane", dataplane, "-o", "json"]);
+    const probe = json([
+      "lab",
+      "probe",
+      "-f",
+      join(ROOT, "examples/demo"),
+      "--dataplane",
+      dataplane,
+      "-o",
+      "json",
+    ]);
     expect(probe.pods).toEqual(sim.pods);
     expect(probe.ports).toEqual(sim.ports);
     const key = (r: (typeof sim.results)[number]) => `${r.from}>${r.to}>${r.port}/${r.protocol}`;

@@ -32,7 +32,13 @@ export class LabHarness {
     this.applier = new KernelApplier({ netns: lab.nodeNetns });
   }
 
-  static async up(name: string, objs: Obj[], mode: Mode, ports?: PortProto[], opts: { bridged?: boolean } = {}): Promise<LabHarness> {
+  static async up(
+    name: string,
+    objs: Obj[],
+    mode: Mode,
+    ports?: PortProto[],
+    opts: { bridged?: boolean } = {},
+  ): Promise<LabHarness> {
     const set = manifestSet(objs);
     const lab = await labUp(name, labPodsFor(set, ports ?? declaredPorts(set.pods)), opts);
     const h = new LabHarness(lab, set, mode);

@@ -112,7 +112,11 @@ function startPodAgent(p: StoredPod) {
  * Builds the node netns and one netns per pod, starts every pod's agent (its servers) and persists the
  * state. A lab of the same name that already exists is torn down first.
  */
-export async function labUp(name: string, pods: LabPodSpec[], opts: { bridged?: boolean } = {}): Promise<LabState> {
+export async function labUp(
+  name: string,
+  pods: LabPodSpec[],
+  opts: { bridged?: boolean } = {},
+): Promise<LabState> {
   assertLabName(name);
   assertPods(pods);
   return withLabLock(name, async () => {
@@ -120,7 +124,9 @@ export async function labUp(name: string, pods: LabPodSpec[], opts: { bridged?: 
     try {
       const bridged = opts.bridged === true;
       const nodeNetns = await createNode(name, bridged);
-      const states = await mapLimit(pods, BUILD_CONCURRENCY, (p, i) => createPod(name, nodeNetns, i, p, bridged));
+      const states = await mapLimit(pods, BUILD_CONCURRENCY, (p, i) =>
+        createPod(name, nodeNetns, i, p, bridged),
+      );
       const stored: StoredLab = {
         name,
         nodeNetns,

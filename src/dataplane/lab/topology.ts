@@ -71,7 +71,11 @@ export async function createNode(lab: string, bridged = false): Promise<string> 
         [`route add ${LAB_GW_V4}/32 dev lo`]),
   ]);
   // Bridged pods are filtered by iptables only through br_netfilter (per netns; on by default).
-  if (bridged) await sysctl(netns, { "net.bridge.bridge-nf-call-iptables": 1, "net.bridge.bridge-nf-call-ip6tables": 1 });
+  if (bridged)
+    await sysctl(netns, {
+      "net.bridge.bridge-nf-call-iptables": 1,
+      "net.bridge.bridge-nf-call-ip6tables": 1,
+    });
   return netns;
 }
 
@@ -189,7 +193,10 @@ export async function deleteNetns(netns: string): Promise<void> {
 }
 
 /** Removes one pod: its node-side veth first (synchronously, so the name is free at once), then its netns. */
-export async function destroyPod(nodeNetns: string, pod: { netns: string; hostIf: string; ips?: readonly string[] }): Promise<void> {
+export async function destroyPod(
+  nodeNetns: string,
+  pod: { netns: string; hostIf: string; ips?: readonly string[] },
+): Promise<void> {
   assertLabNetns(nodeNetns);
   await run("ip", ["-n", nodeNetns, "link", "del", pod.hostIf], { allowFail: true });
   // Bridged pods' routes and neighbours hang off the bridge, which outlives them.
