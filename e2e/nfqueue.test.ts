@@ -359,6 +359,9 @@ describe("nfqueue dataplane with the real agent process", () => {
       until(ALLOWED, true, t0, 3000),
       until(DENIED, false, t0, 3000),
     ]);
+    console.info(
+      `policy edit in force after: opened ${opened} ms, closed ${closed} ms; revert: ${reopened} ms, ${reclosed} ms`,
+    );
     expect(reopened).toBeLessThan(1000);
     expect(reclosed).toBeLessThan(1000);
     await agent.kill("SIGTERM");

@@ -90,7 +90,6 @@ export class Agent {
         log: this.log,
         denyLogPerSecond: o.denyLogPerSecond,
       });
-      await this.userspace.start(this.table);
     }
     this.reconciler = new Reconciler({
       table: this.table,

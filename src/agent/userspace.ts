@@ -49,7 +49,11 @@ export class UserspaceVerdicts {
     this.registerHistogram();
   }
 
-  async start(table: PolicyTable): Promise<void> {
+  /**
+   * Bind the queue with the first *complete* table. Started earlier, an empty table would answer
+   * "not isolated" and accept everything; unbound, the kernel applies the configured fail mode.
+   */
+  private async start(table: PolicyTable): Promise<void> {
     this.table = table;
     this.generation = table.generation;
     this.loop = new NfqueueVerdictLoop({
@@ -71,9 +75,10 @@ export class UserspaceVerdicts {
     this.poll.unref();
   }
 
-  /** Called before every kernel apply: the worker gets the new table first. */
-  publish(table: PolicyTable): void {
-    if (!this.loop || table.generation === this.generation) return;
+  /** Called before every kernel apply (the first one starts the loop): the worker gets the table first. */
+  async publish(table: PolicyTable): Promise<void> {
+    if (!this.loop) return this.start(table);
+    if (table.generation === this.generation) return;
     this.generation = table.generation;
     this.loop.setTable(takeSnapshot(table));
   }
@@ -157,7 +162,7 @@ export class UserspaceVerdicts {
   /** The worker keeps its own histogram; export it as a Prometheus histogram without re-observing. */
   private registerHistogram(): void {
     const name = "podwall_verdict_duration_microseconds";
-    const help = "Userspace verdict time per queued packet (parse, decide, verdict), in microseconds";
+    const help = "Userspace time per queued packet: header parse and decision, in microseconds (the verdict syscall, where the kernel reinjects the packet, is excluded)";
     const self = this;
     this.o.metrics.registry.registerMetric({
       name,

@@ -98,6 +98,61 @@ function peerIndex(
   return -2;
 }
 
+/** A rule of an isolating set, with the position of its policy in that (sorted) set. */
+interface Candidate {
+  readonly pi: number;
+  readonly rule: RuleView;
+}
+
+/**
+ * Rules of one isolating set and direction, indexed by (protocol, single port). Ranges, named ports
+ * and port-less rules go to `generic`. A flow then visits only rules that can match its port, which
+ * keeps denied flows cheap when many policies isolate a pod.
+ */
+interface RuleIndex {
+  readonly exact: Map<number, Candidate[]>;
+  readonly generic: readonly Candidate[];
+}
+
+const indexes = { ingress: new WeakMap<readonly PolicyView[], RuleIndex>(), egress: new WeakMap<readonly PolicyView[], RuleIndex>() };
+const NO_CANDIDATES: readonly Candidate[] = [];
+
+function ruleIndex(pols: readonly PolicyView[], dir: "ingress" | "egress"): RuleIndex {
+  let idx = indexes[dir].get(pols);
+  if (idx) return idx;
+  const exact = new Map<number, Candidate[]>();
+  const generic: Candidate[] = [];
+  pols.forEach((pol, pi) => {
+    for (const rule of pol[dir] ?? []) {
+      const c: Candidate = { pi, rule };
+      const ports = rule.ports;
+      if (ports === null || ports.some((p) => p.name !== undefined || p.from !== p.to)) {
+        generic.push(c);
+        continue;
+      }
+      for (const k of new Set(ports.map((p) => p.proto * 65536 + p.from!))) {
+        let list = exact.get(k);
+        if (!list) exact.set(k, (list = []));
+        list.push(c);
+      }
+    }
+  });
+  idx = { exact, generic };
+  indexes[dir].set(pols, idx);
+  return idx;
+}
+
+/** Build the per-set indexes ahead of time (the NFQUEUE snapshot does, so no packet pays for it). */
+export function prepare(pols: readonly PolicyView[]): void {
+  ruleIndex(pols, "ingress");
+  ruleIndex(pols, "egress");
+  policyKeys(pols);
+}
+
+function before(a: Candidate, b: Candidate): boolean {
+  return a.pi < b.pi || (a.pi === b.pi && a.rule.index < b.rule.index);
+}
+
 function decideSide(
   src: DecisionSource,
   self: EndpointView,
@@ -110,19 +165,18 @@ function decideSide(
 ): DirectionVerdict {
   const pols = src.isolatingById(self.identityId, dir);
   if (pols.length === 0) return NOT_ISOLATED;
-  for (let i = 0; i < pols.length; i++) {
-    const rules = pols[i][dir]!;
-    for (let r = 0; r < rules.length; r++) {
-      const rule = rules[r];
-      if (!portsMatch(rule.ports, proto, port, dstPorts)) continue;
-      const peer = peerIndex(rule.peers, other, otherIP, src);
-      if (peer !== -2) {
-        return {
-          result: "allowed",
-          policies: pols.map((p) => p.key),
-          by: { policy: pols[i].key, rule: rule.index, peer },
-        };
-      }
+  const idx = ruleIndex(pols, dir);
+  const ex = idx.exact.get(proto * 65536 + port) ?? NO_CANDIDATES;
+  const gen = idx.generic;
+  // Merge the two candidate lists in (policy, rule) order: the same first match as a full scan.
+  let a = 0;
+  let b = 0;
+  while (a < ex.length || b < gen.length) {
+    const c = b >= gen.length || (a < ex.length && before(ex[a], gen[b])) ? ex[a++] : gen[b++];
+    if (!portsMatch(c.rule.ports, proto, port, dstPorts)) continue;
+    const peer = peerIndex(c.rule.peers, other, otherIP, src);
+    if (peer !== -2) {
+      return { result: "allowed", policies: policyKeys(pols), by: { policy: pols[c.pi].key, rule: c.rule.index, peer } };
     }
   }
   return { result: "denied", policies: policyKeys(pols) };

@@ -18,7 +18,10 @@ import { VerdictCache } from "../../compiler/verdict-cache.js";
  * path; building those strings for every isolating policy on every packet cost more than deciding.
  */
 const allowed = { ingress: new Map<string, number>(), egress: new Map<string, number>() };
-const denied = { ingress: new Map<readonly string[], number>(), egress: new Map<readonly string[], number>() };
+const denied = {
+  ingress: new Map<readonly string[], number>(),
+  egress: new Map<readonly string[], number>(),
+};
 let cacheHits = 0;
 let cacheMisses = 0;
 

@@ -133,6 +133,10 @@ async function main(init: WorkerInit): Promise<void> {
     } catch {
       c[S.parseErrors]++; // should not happen: the parser does not throw; keep the loop alive anyway
     }
+    // Timed before the verdict call: inside nfq_set_verdict the kernel reinjects the packet (for a
+    // SYN it may forward it and complete the handshake), which is not podwall's work.
+    now = performance.now();
+    const us = (now - t0) * 1000;
     queue.verdict(id, verdict);
 
     c[S.packets]++;
@@ -143,8 +147,6 @@ async function main(init: WorkerInit): Promise<void> {
       c[S.dropped]++;
       c[S.protoBase + 2 * slot + 1]++;
     }
-    now = performance.now();
-    const us = (now - t0) * 1000;
     c[S.histBase + latencyBucket(us)]++;
     c[S.latencySumUs] += us;
     if (us > c[S.latencyMaxUs]) c[S.latencyMaxUs] = us;
