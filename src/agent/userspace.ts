@@ -162,7 +162,8 @@ export class UserspaceVerdicts {
   /** The worker keeps its own histogram; export it as a Prometheus histogram without re-observing. */
   private registerHistogram(): void {
     const name = "podwall_verdict_duration_microseconds";
-    const help = "Userspace time per queued packet: header parse and decision, in microseconds (the verdict syscall, where the kernel reinjects the packet, is excluded)";
+    const help =
+      "Userspace time per queued packet: header parse and decision, in microseconds (the verdict syscall, where the kernel reinjects the packet, is excluded)";
     const self = this;
     this.o.metrics.registry.registerMetric({
       name,

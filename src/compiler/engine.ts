@@ -114,7 +114,10 @@ interface RuleIndex {
   readonly generic: readonly Candidate[];
 }
 
-const indexes = { ingress: new WeakMap<readonly PolicyView[], RuleIndex>(), egress: new WeakMap<readonly PolicyView[], RuleIndex>() };
+const indexes = {
+  ingress: new WeakMap<readonly PolicyView[], RuleIndex>(),
+  egress: new WeakMap<readonly PolicyView[], RuleIndex>(),
+};
 const NO_CANDIDATES: readonly Candidate[] = [];
 
 function ruleIndex(pols: readonly PolicyView[], dir: "ingress" | "egress"): RuleIndex {
@@ -176,7 +179,11 @@ function decideSide(
     if (!portsMatch(c.rule.ports, proto, port, dstPorts)) continue;
     const peer = peerIndex(c.rule.peers, other, otherIP, src);
     if (peer !== -2) {
-      return { result: "allowed", policies: policyKeys(pols), by: { policy: pols[c.pi].key, rule: c.rule.index, peer } };
+      return {
+        result: "allowed",
+        policies: policyKeys(pols),
+        by: { policy: pols[c.pi].key, rule: c.rule.index, peer },
+      };
     }
   }
   return { result: "denied", policies: policyKeys(pols) };

@@ -8,7 +8,14 @@
  * May not: be mutated after construction (the worker replaces it whole).
  */
 import { BlockMatcher } from "./cidr-trie.js";
-import { type DecisionSource, type EndpointView, type PeerView, type PolicyView, prepare, type RuleView } from "./engine.js";
+import {
+  type DecisionSource,
+  type EndpointView,
+  type PeerView,
+  type PolicyView,
+  prepare,
+  type RuleView,
+} from "./engine.js";
 import { parseCIDR } from "./ip.js";
 import type { ContainerPort } from "./model.js";
 import type { PortSpec } from "./ports.js";
@@ -167,5 +174,4 @@ export class SnapshotSource implements DecisionSource {
   blocksFor(ip: string): readonly number[] {
     return this.blocks.blocksFor(ip);
   }
-
 }
