@@ -39,9 +39,21 @@ describe("podwall simulate", () => {
     expect(m.pods).toContain("shop/db");
     expect(m.ports).toEqual(["53/UDP", "80/TCP", "5432/TCP", "8080/TCP"]);
     expect(m.results).toHaveLength(6 * 6 * 4);
-    const cell = (from: string, to: string, port: number) => m.results.find((x: { from: string; to: string; port: number }) => x.from === from && x.to === to && x.port === port);
-    expect(cell("dev/debug", "shop/db", 5432)).toMatchObject({ allowed: false, egress: "denied", ingress: "denied", protocol: "TCP" });
-    expect(cell("shop/frontend", "shop/backend", 8080)).toMatchObject({ allowed: true, egress: "not-isolated", ingress: "allowed" });
+    const cell = (from: string, to: string, port: number) =>
+      m.results.find(
+        (x: { from: string; to: string; port: number }) => x.from === from && x.to === to && x.port === port,
+      );
+    expect(cell("dev/debug", "shop/db", 5432)).toMatchObject({
+      allowed: false,
+      egress: "denied",
+      ingress: "denied",
+      protocol: "TCP",
+    });
+    expect(cell("shop/frontend", "shop/backend", 8080)).toMatchObject({
+      allowed: true,
+      egress: "not-isolated",
+      ingress: "allowed",
+    });
     expect(cell("shop/backend", "shop/db", 5432)).toMatchObject({ allowed: true });
     expect(cell("shop/db", "shop/db", 5432)).toMatchObject({ allowed: true });
     expect(cell("monitoring/prometheus", "shop/db", 80)).toMatchObject({ allowed: true });
@@ -66,7 +78,12 @@ describe("podwall simulate", () => {
           {
             kind: "NetworkPolicy",
             metadata: { name: "p", namespace: "q" },
-            spec: { podSelector: {}, ingress: [{ from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "r" } } }] }] },
+            spec: {
+              podSelector: {},
+              ingress: [
+                { from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "r" } } }] },
+              ],
+            },
           },
         ],
       }),
@@ -76,13 +93,25 @@ describe("podwall simulate", () => {
     expect(r.code).toBe(0);
     expect(r.err).toContain("ignoring Service s");
     const m = JSON.parse(r.out);
-    expect(m.results.find((x: { from: string; to: string }) => x.from === "r/b" && x.to === "q/a").allowed).toBe(true);
+    expect(
+      m.results.find((x: { from: string; to: string }) => x.from === "r/b" && x.to === "q/a").allowed,
+    ).toBe(true);
   });
 });
 
 describe("podwall explain", () => {
   it("names the allowing policy, rule and peer", () => {
-    const r = podwall("explain", "-f", DEMO, "--from", "shop/frontend", "--to", "shop/backend", "--port", "8080/TCP");
+    const r = podwall(
+      "explain",
+      "-f",
+      DEMO,
+      "--from",
+      "shop/frontend",
+      "--to",
+      "shop/backend",
+      "--port",
+      "8080/TCP",
+    );
     expect(r.code).toBe(0);
     expect(r.out).toContain("ALLOWED");
     expect(r.out).toContain("shop/backend-from-frontend, ingress rule 0");
@@ -94,8 +123,18 @@ describe("podwall explain", () => {
     expect(r.code).toBe(0);
     expect(r.out).toContain("DENIED");
     expect(r.out).toContain("isolated for egress by dev/dev-egress");
-    expect(r.out).toContain("shop/db-from-backend");
-    const j = JSON.parse(podwall("explain", "-f", DEMO, "--from", "dev/debug", "--to", "shop/db", "--port", "5432", "-o", "json").out);
+    expect(r.out).toContain(
+      "shop/db-from-backend ingress rule 0: dev/debug is not in pods {app=backend} in namespace shop",
+    );
+    expect(r.out).toContain(
+      "dev/dev-egress egress rule 0: shop/db is not in ipBlock 10.244.1.0/27 except 10.244.1.12/32",
+    );
+    expect(r.out).toContain("dev/dev-egress egress rule 1: port 5432/TCP is not in 53/UDP");
+    expect(r.out).toContain("shop/default-deny-ingress: no ingress rules (it only isolates)");
+    const j = JSON.parse(
+      podwall("explain", "-f", DEMO, "--from", "dev/debug", "--to", "shop/db", "--port", "5432", "-o", "json")
+        .out,
+    );
     expect(j.egress.result).toBe("denied");
   });
 });
@@ -117,8 +156,16 @@ describe("bad input: exit 2, one clear line, no stack trace", () => {
       `kind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: { matchExpressions: [{ key: a, operator: Equals, values: [b] }] } }\n`,
       /spec\.podSelector\.matchExpressions\[0\]\.operator: unknown operator "Equals"/,
     ],
-    ["malformed YAML with its line", `kind: Pod\nmetadata:\n  name: [unclosed\n`, /m\.yaml:\d+: malformed YAML/],
-    ["an unparsable pod IP", POD("x", "a", "10.0.0.300"), /Pod x\/a: status\.podIP: not an IP address: "10\.0\.0\.300"/],
+    [
+      "malformed YAML with its line",
+      `kind: Pod\nmetadata:\n  name: [unclosed\n`,
+      /m\.yaml:\d+: malformed YAML/,
+    ],
+    [
+      "an unparsable pod IP",
+      POD("x", "a", "10.0.0.300"),
+      /Pod x\/a: status\.podIP: not an IP address: "10\.0\.0\.300"/,
+    ],
   ];
   for (const [name, text, want] of cases) {
     it(name, () => {
@@ -130,9 +177,14 @@ describe("bad input: exit 2, one clear line, no stack trace", () => {
   }
 
   it("a missing file, a bad --port and a missing -f", () => {
-    expect(podwall("simulate", "-f", "/nonexistent/x.yaml").err).toContain("/nonexistent/x.yaml: cannot read: ENOENT");
+    expect(podwall("simulate", "-f", "/nonexistent/x.yaml").err).toContain(
+      "/nonexistent/x.yaml: cannot read: ENOENT",
+    );
     const bad = podwall("simulate", "-f", DEMO, "--port", "80/ICMP");
-    expect([bad.code, bad.err]).toEqual([2, 'podwall: error: --port: unknown protocol "ICMP" (TCP, UDP or SCTP)\n']);
+    expect([bad.code, bad.err]).toEqual([
+      2,
+      'podwall: error: --port: unknown protocol "ICMP" (TCP, UDP or SCTP)\n',
+    ]);
     expect(podwall("simulate").code).toBe(2);
   });
 });
@@ -144,12 +196,16 @@ describe("podwall render", () => {
     expect(r.out).toContain("create PODWALL-S4-");
     expect(r.out).toMatch(/-A PODWALL-FORWARD -o vethdb -j PODWALL-ING-\w{16} -m comment/);
     expect(r.out).toMatch(/^-I FORWARD 1 -j PODWALL-FORWARD -m comment/m);
-    const chains = r.out.split("\n").filter((l) => l.startsWith(":")).map((l) => l.slice(1).split(" ")[0]);
+    const chains = r.out
+      .split("\n")
+      .filter((l) => l.startsWith(":"))
+      .map((l) => l.slice(1).split(" ")[0]);
     expect(chains.length).toBeGreaterThan(3);
     for (const c of chains) {
       expect(c.startsWith("PODWALL-")).toBe(true);
       expect(c.length).toBeLessThanOrEqual(28);
     }
-    for (const s of r.out.split("\n").filter((l) => l.startsWith("create "))) expect(s.split(" ")[1].length).toBeLessThanOrEqual(31);
+    for (const s of r.out.split("\n").filter((l) => l.startsWith("create ")))
+      expect(s.split(" ")[1].length).toBeLessThanOrEqual(31);
   });
 });

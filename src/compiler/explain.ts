@@ -8,8 +8,47 @@
 import { type DirectionVerdict, decide, type Verdict } from "./engine.js";
 import { type Flow, PROTO_NAMES } from "./model.js";
 import { describePeer } from "./policy.js";
-import { describePort } from "./ports.js";
-import type { PolicyTable } from "./table.js";
+import { describePort, portsMatch } from "./ports.js";
+import type { CompiledPeer, PodRecord, PolicyTable } from "./table.js";
+
+/** Why each rule of the isolating policies fails this flow: the port, the peer, or both. */
+function ruleMisses(
+  table: PolicyTable,
+  dir: "ingress" | "egress",
+  flow: Flow,
+  v: DirectionVerdict,
+): string[] {
+  const otherIP = dir === "ingress" ? flow.src : flow.dst;
+  const other: PodRecord | undefined = table.endpoint(otherIP);
+  const dstPorts = table.endpoint(flow.dst)?.ports;
+  const peerMatches = (p: CompiledPeer) =>
+    p.kind === "sel"
+      ? other !== undefined && p.members.has(other.identityId)
+      : table.blocksFor(otherIP).includes(p.id);
+  const out: string[] = [];
+  for (const key of v.policies) {
+    const rules = table.policy(key)?.[dir] ?? [];
+    if (rules.length === 0) {
+      out.push(`${key}: no ${dir} rules (it only isolates)`);
+      continue;
+    }
+    for (const r of rules) {
+      const portOk = portsMatch(r.ports, flow.proto, flow.port, dstPorts);
+      const peerOk = r.peers === null || r.peers.some(peerMatches);
+      const why: string[] = [];
+      if (!portOk)
+        why.push(
+          `port ${flow.port}/${PROTO_NAMES[flow.proto]} is not in ${r.ports!.map(describePort).join(", ")}`,
+        );
+      if (!peerOk) {
+        const who = other ? other.key : otherIP;
+        why.push(`${who} is not in ${r.peers!.map((p) => describePeer(p.spec)).join(" or ")}`);
+      }
+      if (why.length) out.push(`${key} ${dir} rule ${r.index}: ${why.join("; and ")}`);
+    }
+  }
+  return out;
+}
 
 function describeRule(table: PolicyTable, dir: "ingress" | "egress", v: DirectionVerdict): string {
   const by = v.by!;
@@ -29,6 +68,7 @@ function side(
   dir: "ingress" | "egress",
   who: string | undefined,
   v: DirectionVerdict,
+  flow: Flow,
 ): string[] {
   const label = dir === "egress" ? "egress (at the source)" : "ingress (at the destination)";
   if (!who)
@@ -41,7 +81,10 @@ function side(
     ];
   const lines = [`${label}: ${who} is isolated for ${dir} by ${v.policies.join(", ")}`];
   if (v.result === "allowed") lines.push(`  ${describeRule(table, dir, v)}`);
-  else lines.push(`  denied: no ${dir} rule of these policies matches both the peer and the port`);
+  else {
+    lines.push(`  denied: no ${dir} rule of these policies matches both the peer and the port:`);
+    for (const m of ruleMisses(table, dir, flow, v)) lines.push(`    - ${m}`);
+  }
   return lines;
 }
 
@@ -54,8 +97,8 @@ export function explainVerdict(table: PolicyTable, flow: Flow, v: Verdict): stri
     lines.push("  a pod talking to its own address is never filtered");
     return lines.join("\n");
   }
-  lines.push(...side(table, "egress", v.src, v.egress).map((l) => `  ${l}`));
-  lines.push(...side(table, "ingress", v.dst, v.ingress).map((l) => `  ${l}`));
+  lines.push(...side(table, "egress", v.src, v.egress, flow).map((l) => `  ${l}`));
+  lines.push(...side(table, "ingress", v.dst, v.ingress, flow).map((l) => `  ${l}`));
   return lines.join("\n");
 }
 
