@@ -210,8 +210,12 @@ export class KernelApplier {
     const v6 = this.familyDelta(desired.v6, cur.v6, stats);
     stats.texts = { ipsetPre: pre.join("\n"), v4, v6, ipsetPost: post.join("\n") };
     if (pre.length) await run("ipset", ["restore"], { netns: this.opts.netns, input: `${pre.join("\n")}\n` });
-    if (v4) await run(this.bin("restore", 4), ["--noflush"], { netns: this.opts.netns, input: v4 });
-    if (v6) await run(this.bin("restore", 6), ["--noflush"], { netns: this.opts.netns, input: v6 });
+    // The two families are separate tables: program them in parallel. Each commit is atomic; if one
+    // fails the cache is dropped and the retry re-reads both.
+    await Promise.all([
+      v4 ? run(this.bin("restore", 4), ["--noflush"], { netns: this.opts.netns, input: v4 }) : undefined,
+      v6 ? run(this.bin("restore", 6), ["--noflush"], { netns: this.opts.netns, input: v6 }) : undefined,
+    ]);
     if (post.length)
       await run("ipset", ["restore"], { netns: this.opts.netns, input: `${post.join("\n")}\n` });
     for (const f of [desired.v4, desired.v6])

@@ -82,8 +82,17 @@ export interface DesiredState {
   isolated: { ingress: number; egress: number; pods: number };
 }
 
+const hashMemo = new Map<string, string>();
+
+/** sha256 prefix, memoized: the same names and rules come back on every sync. */
 export function shortHash(s: string, len = 16): string {
-  return createHash("sha256").update(s).digest("hex").slice(0, len);
+  let h = hashMemo.get(s);
+  if (h === undefined) {
+    h = createHash("sha256").update(s).digest("hex");
+    if (hashMemo.size >= 200_000) hashMemo.clear();
+    hashMemo.set(s, h);
+  }
+  return h.slice(0, len);
 }
 
 /** The rule comment: "pw:<hash> <what>"; the hash covers the rule text so diffs can read it back. */
@@ -92,6 +101,9 @@ export function withComment(rule: string, what: string): string {
   const text = `pw:${h} ${what}`.slice(0, 250).replace(/"/g, "'");
   return `${rule} -m comment --comment "${text}"`;
 }
+
+/** Where pods isolated in a direction go in a family they have no address in: nothing is allowed. */
+export const NOADDR_CHAIN = "PODWALL-NOADDR";
 
 export function ruleHashOf(line: string): string | undefined {
   return /--comment "?pw:([0-9a-f]{8})/.exec(line)?.[1];
@@ -308,6 +320,20 @@ export function renderNode(
         if (eg.length) isolated.egress++;
       }
       const ips = pod.parsedIPs.filter((p) => p.family === r.family).map((p) => p.text);
+      if (ips.length === 0) {
+        // No address in this family: the pod can only spoof, so an isolated direction allows nothing.
+        // One static chain keeps policy changes from rewriting this family at all.
+        if (!r.chains.has(NOADDR_CHAIN))
+          r.chains.set(NOADDR_CHAIN, [withComment("-j DROP", "isolated pod, no address in this family")]);
+        const m = lp.bridged ? `-m physdev --physdev-in ${lp.hostIf}` : `-i ${lp.hostIf}`;
+        if (eg.length) {
+          fwd.push(withComment(`${m} -j ${NOADDR_CHAIN}`, `${pod.key} egress`));
+          input.push(withComment(`${m} -j ${NOADDR_CHAIN}`, `${pod.key} egress`));
+        }
+        if (ing.length && !lp.bridged)
+          fwd.push(withComment(`-o ${lp.hostIf} -j ${NOADDR_CHAIN}`, `${pod.key} ingress`));
+        continue;
+      }
       if (eg.length) {
         const chain = r.podChain(pod, "egress", eg);
         const what = `${pod.key} egress`;
