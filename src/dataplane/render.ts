@@ -116,6 +116,9 @@ function portArgs(p: PortSpec, port: { from: number; to: number } | undefined): 
   return `-p ${proto} -m ${proto} --dport ${range}`;
 }
 
+/** Sorted member IPs per selector entry and family, valid while the entry's version is unchanged. */
+const memberCache = new WeakMap<SelectorEntry, { version: number; 4: string[]; 6: string[] }>();
+
 class FamilyRenderer {
   readonly chains = new Map<string, string[]>();
 
@@ -130,17 +133,21 @@ class FamilyRenderer {
     return this.family === 4 ? "4" : "6";
   }
 
-  private ipsOf(pod: PodRecord): string[] {
-    return pod.parsedIPs.filter((p) => p.family === this.family).map((p) => p.text);
-  }
-
   /** hash:ip set of the selector's member pod IPs in this family. */
   selectorSet(sel: SelectorEntry): string {
     const name = `${PREFIX}S${this.fam}-${shortHash(sel.spec.key)}`;
     if (!this.sets.has(name)) {
-      const members = new Set<string>();
-      for (const pod of this.table.selectorPods(sel)) for (const ip of this.ipsOf(pod)) members.add(ip);
-      this.sets.set(name, { name, family: this.family, type: "hash:ip", members: [...members].sort() });
+      // Member lists are recomputed only when the selector's version moved (membership or IPs).
+      let cached = memberCache.get(sel);
+      if (!cached || cached.version !== sel.version) {
+        const v4 = new Set<string>();
+        const v6 = new Set<string>();
+        for (const pod of this.table.selectorPods(sel))
+          for (const ip of pod.parsedIPs) (ip.family === 4 ? v4 : v6).add(ip.text);
+        cached = { version: sel.version, 4: [...v4].sort(), 6: [...v6].sort() };
+        memberCache.set(sel, cached);
+      }
+      this.sets.set(name, { name, family: this.family, type: "hash:ip", members: cached[this.family] });
     }
     return name;
   }
