@@ -167,7 +167,8 @@ async function main() {
     // Pod label changes: a local pod flips in and out of a label set the bench policies use.
     const podLabel: number[] = [];
     for (let i = 0; i < CFG.samples; i++) {
-      const p = local[(i * 7) % local.length];
+      // Each pod moves out (even sample) and back (odd sample): every write changes its labels.
+      const p = local[Math.floor(i / 2) % local.length];
       const o = api.get("Pod", p.name, p.namespace)!;
       o.metadata.labels = { ...o.metadata.labels, app: i % 2 ? p.labels.app : `${p.labels.app}-moved` };
       podLabel.push(await measure(() => api.update("Pod", o)));
