@@ -214,9 +214,30 @@ async function main() {
       60_000,
       200,
     );
-    global.gc?.();
-    await new Promise((r) => setTimeout(r, 2000));
-    const rss = rssMB(agent.pid!);
+    // V8 gives memory back to the OS a while after a burst (its memory reducer runs when idle):
+    // report the settled value, and show the curve.
+    const heap = async () => {
+      const m = await fetch(`http://127.0.0.1:${PORT}/metrics`).then(
+        (r) => r.text(),
+        () => "",
+      );
+      const v = /^podwall_nodejs_heap_size_used_bytes (\S+)/m.exec(m);
+      return v ? Math.round(Number(v[1]) / 1048576) : Number.NaN;
+    };
+    const curve: string[] = [];
+    let rss = Number.NaN;
+    for (const at of [2, 10, 20]) {
+      await new Promise((r) =>
+        setTimeout(r, (at - (curve.length ? [2, 10, 20][curve.length - 1] : 0)) * 1000),
+      );
+      rss = rssMB(agent.pid!);
+      curve.push(`${at}s: RSS ${rss.toFixed(0)} MB, heap used ${await heap()} MB`);
+    }
+    log(`after loading ${CFG.rssPods} pods: ${curve.join("; ")}`);
+    if (process.env.AGENT_HEAP_SNAPSHOT) {
+      agent.kill("SIGUSR2");
+      await new Promise((r) => setTimeout(r, 8000));
+    }
 
     const pa = [...policyAdd].sort((a, b) => a - b);
     const pl = [...podLabel].sort((a, b) => a - b);

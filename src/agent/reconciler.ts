@@ -18,6 +18,7 @@ import type { ApplyStats, KernelApplier } from "../dataplane/apply.js";
 import { type LocalPod, type RenderOptions, renderNode } from "../dataplane/render.js";
 import type { ClusterSink, ObjectKind } from "./cluster-events.js";
 import type { Logger } from "./log.js";
+import { noteSyncEvents } from "./memory.js";
 import type { Metrics } from "./metrics.js";
 
 export interface LocalPodProvider {
@@ -247,6 +248,7 @@ export class Reconciler implements ClusterSink {
         "sync",
       );
       this.o.afterSync?.(stats);
+      noteSyncEvents(batch.length);
     } catch (e) {
       const err = e as Error;
       this.lastError = err;
