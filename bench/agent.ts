@@ -16,6 +16,7 @@ import type { PodInfo } from "../src/compiler/model.js";
 import { labDown, labUp } from "../src/dataplane/lab/lab.js";
 import { ApiServerDouble } from "../test/support/apiserver-double.js";
 import { syntheticCluster } from "../test/support/cluster-gen.js";
+import { onJsonLines } from "../test/support/json-lines.js";
 
 const QUICK = process.argv.includes("--quick");
 const JSON_OUT = process.argv.includes("--json");
@@ -113,21 +114,8 @@ async function main() {
       ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
-    let buf = "";
-    agent.stderr!.on("data", (b) => {
-      buf += String(b);
-      let i = buf.indexOf("\n");
-      while (i >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          const o = JSON.parse(line);
-          if (o.msg === "sync") syncs.push(o);
-        } catch {
-          // Not a log line.
-        }
-        i = buf.indexOf("\n");
-      }
+    onJsonLines(agent.stderr!, (o) => {
+      if (o.msg === "sync") syncs.push(o as unknown as (typeof syncs)[number]);
     });
     if (!(await until(() => syncs.length > 0, 60_000))) throw new Error("the agent never synced");
     const first = syncs[0] as unknown as Record<string, number>;

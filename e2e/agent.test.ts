@@ -12,6 +12,7 @@ import { labPodsFor } from "../src/cli/lab.js";
 import { run } from "../src/dataplane/exec.js";
 import { type LabState, labDown, labUp, probe } from "../src/dataplane/lab/lab.js";
 import { ApiServerDouble } from "../test/support/apiserver-double.js";
+import { onJsonLines } from "../test/support/json-lines.js";
 import { manifestSet } from "./support/harness.js";
 import { IP, type Obj, policy, sel, xyzModel } from "./support/model.js";
 
@@ -47,21 +48,7 @@ function startAgent(extra: string[] = []): ChildProcess {
     ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
-  let buf = "";
-  child.stderr!.on("data", (b) => {
-    buf += String(b);
-    let i = buf.indexOf("\n");
-    while (i >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      try {
-        logs.push(JSON.parse(line));
-      } catch {
-        logs.push({ msg: line });
-      }
-      i = buf.indexOf("\n");
-    }
-  });
+  onJsonLines(child.stderr!, (l) => logs.push(l));
   return child;
 }
 
