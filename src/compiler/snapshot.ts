@@ -149,18 +149,23 @@ export class SnapshotSource implements DecisionSource {
       ingress: rules(p.ingress),
       egress: rules(p.egress),
     }));
+    // Identities isolated by the same policies share one array, so they share its rule index too.
+    const sets = new Map<string, PolicyView[]>();
+    const shared = (idx: number[]) => {
+      const k = idx.join(",");
+      let arr = sets.get(k);
+      if (!arr) {
+        sets.set(k, (arr = idx.map((i) => pols[i])));
+        prepare(arr);
+      }
+      return arr;
+    };
     for (const [id, ing, eg] of s.identities) {
-      if (ing.length)
-        this.ingress.set(
-          id,
-          ing.map((i) => pols[i]),
-        );
-      if (eg.length)
-        this.egress.set(
-          id,
-          eg.map((i) => pols[i]),
-        );
+      if (ing.length) this.ingress.set(id, shared(ing));
+      if (eg.length) this.egress.set(id, shared(eg));
     }
+    // Pod addresses are the peers almost every packet names: match them against the ipBlocks now.
+    if (this.blocks.trie.size > 0) for (const ip of this.eps.keys()) this.blocks.blocksFor(ip);
   }
 
   endpoint(ip: string): EndpointView | undefined {
