@@ -163,15 +163,24 @@ export class KernelApplier {
     return this.backend;
   }
 
-  async readKernel(): Promise<KernelState> {
-    await this.detectBackend();
+  private async readFamilies(): Promise<[KernelFamily, KernelFamily]> {
     const save = async (fam: 4 | 6) =>
       parseSave(
         (await run(this.bin("save", fam), ["-t", "filter"], { netns: this.opts.netns, allowFail: true }))
           .stdout,
       );
-    const ipset = await run("ipset", ["save"], { netns: this.opts.netns });
-    this.cache = { v4: await save(4), v6: await save(6), sets: parseIpsetSave(ipset.stdout) };
+    return Promise.all([save(4), save(6)]);
+  }
+
+  private async readSets(): Promise<Map<string, KernelSet>> {
+    return parseIpsetSave((await run("ipset", ["save"], { netns: this.opts.netns })).stdout);
+  }
+
+  async readKernel(): Promise<KernelState> {
+    await this.detectBackend();
+    // Independent reads: run them together.
+    const [[v4, v6], sets] = await Promise.all([this.readFamilies(), this.readSets()]);
+    this.cache = { v4, v6, sets };
     return this.cache;
   }
 
@@ -182,8 +191,21 @@ export class KernelApplier {
 
   async apply(desired: DesiredState): Promise<ApplyStats> {
     const t0 = performance.now();
-    const cur = this.cache ?? (await this.readKernel());
+    // Without a cached view, the iptables reads overlap the ipset work: ipset restore needs only
+    // the ipset read, and the rules wait for both the sets and their own reads.
+    const cached = this.cache;
     this.cache = undefined; // Trust nothing until this apply has fully succeeded.
+    let families: Promise<[KernelFamily, KernelFamily]>;
+    let curSets: Map<string, KernelSet>;
+    if (cached) {
+      families = Promise.resolve([cached.v4, cached.v6]);
+      curSets = cached.sets;
+    } else {
+      await this.detectBackend();
+      families = this.readFamilies();
+      families.catch(() => {}); // Awaited below; avoid an unhandled-rejection report meanwhile.
+      curSets = await this.readSets();
+    }
     const stats: ApplyStats = {
       chainsWritten: 0,
       chainsDeleted: 0,
@@ -199,17 +221,22 @@ export class KernelApplier {
     };
     const pre: string[] = [];
     const post: string[] = [];
-    for (const s of desired.sets.values()) this.setDelta(s, cur.sets.get(s.name), pre, stats);
-    for (const name of cur.sets.keys()) {
+    for (const s of desired.sets.values()) this.setDelta(s, curSets.get(s.name), pre, stats);
+    for (const name of curSets.keys()) {
       if (!desired.sets.has(name)) {
         post.push(`destroy ${name}`);
         stats.setsDestroyed++;
       }
     }
-    const v4 = this.familyDelta(desired.v4, cur.v4, stats);
-    const v6 = this.familyDelta(desired.v6, cur.v6, stats);
+    const setsDone = pre.length
+      ? run("ipset", ["restore"], { netns: this.opts.netns, input: `${pre.join("\n")}\n` })
+      : undefined;
+    setsDone?.catch(() => {}); // Awaited below.
+    const [cur4, cur6] = await families;
+    const v4 = this.familyDelta(desired.v4, cur4, stats);
+    const v6 = this.familyDelta(desired.v6, cur6, stats);
     stats.texts = { ipsetPre: pre.join("\n"), v4, v6, ipsetPost: post.join("\n") };
-    if (pre.length) await run("ipset", ["restore"], { netns: this.opts.netns, input: `${pre.join("\n")}\n` });
+    await setsDone;
     // The two families are separate tables: program them in parallel. Each commit is atomic; if one
     // fails the cache is dropped and the retry re-reads both.
     await Promise.all([
