@@ -9,21 +9,19 @@
  * - RSS: VmRSS of the agent after the cluster grew to 10k pods.
  * Prints a table; with --json the last line is one JSON object. --quick: a small, fast run.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { PodInfo } from "../src/compiler/model.js";
 import { labDown, labUp } from "../src/dataplane/lab/lab.js";
+import { spawnKubeAgent, until } from "../test/support/agent-process.js";
 import { ApiServerDouble } from "../test/support/apiserver-double.js";
 import { syntheticCluster } from "../test/support/cluster-gen.js";
-import { onJsonLines } from "../test/support/json-lines.js";
 
 const QUICK = process.argv.includes("--quick");
 const JSON_OUT = process.argv.includes("--json");
 const CFG = QUICK
   ? { pods: 200, local: 20, policies: 50, samples: 10, rssPods: 2000, burst: 1000 }
   : { pods: 1000, local: 100, policies: 500, samples: 50, rssPods: 10000, burst: 1000 };
-const ROOT = join(import.meta.dirname, "..");
 const LAB = `ab${process.pid.toString(36)}`.slice(0, 12);
 const PORT = 19900 + (process.pid % 90);
 const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -65,15 +63,6 @@ function rssMB(pid: number): number {
   return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 
-async function until(pred: () => boolean | Promise<boolean>, ms: number, step = 10): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await pred()) return true;
-    await new Promise((r) => setTimeout(r, step));
-  }
-  return pred();
-}
-
 async function main() {
   const c = syntheticCluster(CFG.pods, CFG.policies, 3);
   const live = c.pods.filter((p) => p.phase === "Running" && p.ips.length > 0 && !p.hostNetwork);
@@ -98,24 +87,13 @@ async function main() {
   const syncs: { time: number; events: number; chainsWritten: number; membersAdded: number }[] = [];
   let agent: ChildProcess | undefined;
   try {
-    agent = spawn(
-      process.execPath,
-      [
-        join(ROOT, "dist/cli/main.js"),
-        "agent",
-        "--kubeconfig",
-        api.kubeconfigFile(),
-        "--lab",
-        LAB,
-        "--node-name",
-        "lab",
-        "--metrics-addr",
-        `127.0.0.1:${PORT}`,
-      ],
-      { stdio: ["ignore", "ignore", "pipe"] },
-    );
-    onJsonLines(agent.stderr!, (o) => {
-      if (o.msg === "sync") syncs.push(o as unknown as (typeof syncs)[number]);
+    agent = spawnKubeAgent({
+      kubeconfig: api.kubeconfigFile(),
+      lab: LAB,
+      metricsPort: PORT,
+      onLine: (o) => {
+        if (o.msg === "sync") syncs.push(o as unknown as (typeof syncs)[number]);
+      },
     });
     if (!(await until(() => syncs.length > 0, 60_000))) throw new Error("the agent never synced");
     const first = syncs[0] as unknown as Record<string, number>;

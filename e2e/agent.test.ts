@@ -5,18 +5,16 @@
  * running (no window), drift repair at resync, foreign rules, bad objects, an API server outage,
  * and SIGTERM with --cleanup-on-exit.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { join } from "node:path";
+import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labPodsFor } from "../src/cli/lab.js";
 import { run } from "../src/dataplane/exec.js";
 import { type LabState, labDown, labUp, probe } from "../src/dataplane/lab/lab.js";
+import { spawnKubeAgent, until } from "../test/support/agent-process.js";
 import { ApiServerDouble } from "../test/support/apiserver-double.js";
-import { onJsonLines } from "../test/support/json-lines.js";
 import { manifestSet } from "./support/harness.js";
 import { IP, type Obj, policy, sel, xyzModel } from "./support/model.js";
 
-const ROOT = join(import.meta.dirname, "..");
 const LAB = "agt";
 const PORT = 19600 + (process.pid % 300);
 const TCP80 = { port: 80, protocol: "TCP" as const };
@@ -27,38 +25,13 @@ let agent: ChildProcess | undefined;
 let logs: Record<string, unknown>[] = [];
 
 function startAgent(extra: string[] = []): ChildProcess {
-  const child = spawn(
-    process.execPath,
-    [
-      join(ROOT, "dist/cli/main.js"),
-      "agent",
-      "--kubeconfig",
-      api.kubeconfigFile(),
-      "--lab",
-      LAB,
-      "--node-name",
-      "lab",
-      "--metrics-addr",
-      `127.0.0.1:${PORT}`,
-      "--resync-seconds",
-      "2",
-      "--batch-delay-ms",
-      "10",
-      ...extra,
-    ],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
-  onJsonLines(child.stderr!, (l) => logs.push(l));
-  return child;
-}
-
-async function until(pred: () => Promise<boolean> | boolean, ms = 5000, step = 50): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await pred()) return true;
-    await new Promise((r) => setTimeout(r, step));
-  }
-  return pred();
+  return spawnKubeAgent({
+    kubeconfig: api.kubeconfigFile(),
+    lab: LAB,
+    metricsPort: PORT,
+    extra: ["--resync-seconds", "2", "--batch-delay-ms", "10", ...extra],
+    onLine: (l) => logs.push(l),
+  });
 }
 
 async function http(path: string): Promise<{ status: number; body: string }> {

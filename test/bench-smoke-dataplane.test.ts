@@ -23,4 +23,7 @@ it("bench/dataplane.ts --quick --json prints a run with rules, sets and timings"
   expect(run.ipsets).toBeGreaterThan(0);
   for (const k of ["fullApplyMs", "policyChangeMs", "podAddMs", "plainRestoreMs", "ratioVsPlainRestore"])
     expect(run[k]).toBeGreaterThan(0);
+  for (const k of ["tcpLossPct", "udpLossPct", "tcpLossVsBarePct", "udpLossVsBarePct"])
+    expect(Number.isFinite(run[k]), k).toBe(true);
+  for (const arm of ["bare", "node", "ours"]) expect(run.detail.tcpGbps[arm][0]).toBeGreaterThan(0);
 }, 200_000);

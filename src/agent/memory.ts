@@ -25,6 +25,22 @@ function gcFunction(): (() => void) | undefined {
   return fullGc;
 }
 
+/**
+ * One full GC that also compacts the old space. A plain full GC frees the burst's garbage but
+ * leaves the survivors scattered over the pages the burst filled, so V8 keeps them all committed
+ * (at 10k pods: 44 MB live in 104 MB of old space); compaction packs them and releases the rest.
+ */
+function compactingGc(): void {
+  const gc = gcFunction();
+  if (!gc) return;
+  try {
+    setFlagsFromString("--compact-on-every-full-gc");
+    gc();
+  } finally {
+    setFlagsFromString("--no-compact-on-every-full-gc");
+  }
+}
+
 let trim: ((pad: number) => number) | null | undefined;
 
 /** glibc keeps freed native memory (parser buffers, sockets) in its arenas; hand it back to the OS. */
@@ -54,7 +70,7 @@ export function noteSyncEvents(events: number, threshold = 500, quietMs = 3000):
   timer = setTimeout(() => {
     timer = undefined;
     pending = 0;
-    gcFunction()?.();
+    compactingGc();
     mallocTrim();
   }, quietMs);
   timer.unref();

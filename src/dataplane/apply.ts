@@ -146,24 +146,37 @@ export class KernelApplier {
 
   /** The backend that already holds rules wins (as iptables-wrappers decides); nft by default. */
   async detectBackend(): Promise<Backend> {
-    if (this.backend) return this.backend;
-    const count = async (b: Backend) => {
-      let n = 0;
-      for (const fam of [4, 6] as const) {
-        const r = await run(`${fam === 4 ? "iptables" : "ip6tables"}-${b}-save`, [], {
+    return (await this.probeBackends()).backend;
+  }
+
+  /**
+   * Detection reads all four full saves at once. On the first read the winner's saves also serve as
+   * this applier's first view of the filter table (parseSave keeps only that table), so a first
+   * apply starts four processes, not six.
+   */
+  private async probeBackends(): Promise<{ backend: Backend; saves?: [string, string] }> {
+    if (this.backend) return { backend: this.backend };
+    const save = async (b: Backend, fam: 4 | 6) =>
+      (
+        await run(`${fam === 4 ? "iptables" : "ip6tables"}-${b}-save`, [], {
           netns: this.opts.netns,
           allowFail: true,
-        });
-        n += r.stdout.split("\n").filter((l) => l.startsWith("-A ")).length;
-      }
-      return n;
-    };
-    const [nft, legacy] = [await count("nft"), await count("legacy")];
-    this.backend = legacy > nft ? "legacy" : "nft";
-    return this.backend;
+        })
+      ).stdout;
+    const [n4, n6, l4, l6] = await Promise.all([
+      save("nft", 4),
+      save("nft", 6),
+      save("legacy", 4),
+      save("legacy", 6),
+    ]);
+    const rules = (t: string) => t.split("\n").filter((l) => l.startsWith("-A ")).length;
+    this.backend = rules(l4) + rules(l6) > rules(n4) + rules(n6) ? "legacy" : "nft";
+    return { backend: this.backend, saves: this.backend === "legacy" ? [l4, l6] : [n4, n6] };
   }
 
   private async readFamilies(): Promise<[KernelFamily, KernelFamily]> {
+    const probe = await this.probeBackends();
+    if (probe.saves) return [parseSave(probe.saves[0]), parseSave(probe.saves[1])];
     const save = async (fam: 4 | 6) =>
       parseSave(
         (await run(this.bin("save", fam), ["-t", "filter"], { netns: this.opts.netns, allowFail: true }))
@@ -177,7 +190,6 @@ export class KernelApplier {
   }
 
   async readKernel(): Promise<KernelState> {
-    await this.detectBackend();
     // Independent reads: run them together.
     const [[v4, v6], sets] = await Promise.all([this.readFamilies(), this.readSets()]);
     this.cache = { v4, v6, sets };
@@ -201,7 +213,6 @@ export class KernelApplier {
       families = Promise.resolve([cached.v4, cached.v6]);
       curSets = cached.sets;
     } else {
-      await this.detectBackend();
       families = this.readFamilies();
       families.catch(() => {}); // Awaited below; avoid an unhandled-rejection report meanwhile.
       curSets = await this.readSets();

@@ -31,8 +31,10 @@ async function ipJson(args: string[], netns?: string): Promise<Record<string, un
 
 export async function readRoutes(netns?: string): Promise<RouteEntry[]> {
   const out: RouteEntry[] = [];
-  for (const fam of ["-4", "-6"]) {
-    for (const r of await ipJson([fam, "route", "show", "table", "main"], netns)) {
+  const fams = ["-4", "-6"] as const;
+  const tables = await Promise.all(fams.map((f) => ipJson([f, "route", "show", "table", "main"], netns)));
+  for (const [i, fam] of fams.entries()) {
+    for (const r of tables[i]) {
       const dst = String(r.dst ?? "");
       const dev = typeof r.dev === "string" ? r.dev : "";
       if (!dev || dst === "default") continue;
@@ -64,9 +66,10 @@ export async function podInterfaces(
   podIPs: readonly (readonly string[])[],
   netns?: string,
 ): Promise<(PodInterface | undefined)[]> {
-  const routes = await readRoutes(netns);
+  // Independent reads: one round of process starts, not three.
+  const [routes, links] = await Promise.all([readRoutes(netns), ipJson(["-d", "link", "show"], netns)]);
   const bridges = new Set<string>();
-  for (const l of await ipJson(["-d", "link", "show"], netns)) {
+  for (const l of links) {
     const info = l.linkinfo as { info_kind?: string } | undefined;
     if (info?.info_kind === "bridge") bridges.add(String(l.ifname));
   }

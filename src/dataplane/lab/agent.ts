@@ -4,7 +4,7 @@
  * agent lifetimes: an agent exits when its stdin closes, so it never outlives this process.
  * May not: configure the network or decide what a probe result means.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -56,6 +56,27 @@ export function podAgentPath(): string {
   if (!found) throw new Error(`podagent.py not found (looked in ${candidates.join(", ")})`);
   agentPathCache = found;
   return found;
+}
+
+let pythonCache: string | undefined;
+
+/**
+ * The real python3 interpreter, resolved once. A version-manager shim (pyenv) on PATH costs a shell
+ * and several processes per start; a lab starts one agent per pod, and on a busy node those extra
+ * starts push agents past their ready deadline.
+ */
+export function pythonExecutable(): string {
+  if (pythonCache) return pythonCache;
+  try {
+    const exe = execFileSync("python3", ["-c", "import sys; print(sys.executable)"], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    }).trim();
+    pythonCache = exe && existsSync(exe) ? exe : "python3";
+  } catch {
+    pythonCache = "python3"; // Let the spawn report the missing interpreter.
+  }
+  return pythonCache;
 }
 
 // ---- SCTP: the destination's agent reports the INIT's tag; any agent of this process may see it.
@@ -122,7 +143,7 @@ export class PodAgent {
   ) {
     const args = ["-u", podAgentPath(), "--serve", serve.map((p) => `${p.protocol}:${p.port}`).join(",")];
     args.push("--ips", ips.join(","));
-    const argv = wrapNetns(netns, "python3", args);
+    const argv = wrapNetns(netns, pythonExecutable(), args);
     this.child = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
     // Agents must not keep this process alive; when it exits their stdin closes and they follow.
     this.child.unref();

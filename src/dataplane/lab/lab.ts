@@ -58,6 +58,7 @@ export interface ProbeRequest {
 
 /** How many pods are plumbed at once: enough to overlap process start-up, few enough for 2 vCPUs. */
 const BUILD_CONCURRENCY = 4;
+const AGENT_START_CONCURRENCY = 8;
 
 const locks = new Map<string, Promise<void>>();
 
@@ -135,7 +136,10 @@ export async function labUp(
         nextIndex: pods.length,
       };
       await writeStored(stored);
-      await Promise.all([startAgent(nodeNetns, [], [], "strict"), ...stored.pods.map(startPodAgent)]);
+      // Bounded like the builds: each agent's ready deadline runs from its own start, and a hundred
+      // interpreters starting at once on a small node miss it.
+      await startAgent(nodeNetns, [], [], "strict");
+      await mapLimit(stored.pods, AGENT_START_CONCURRENCY, startPodAgent);
       return publicState(stored);
     } catch (e) {
       await downLocked(name).catch(() => {});

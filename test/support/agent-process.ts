@@ -1,0 +1,36 @@
+/**
+ * agent-process: start the real `podwall agent` (dist/cli/main.js) against an API server, programming
+ * a lab node, with its JSON log lines handed to a callback. Shared by the agent e2e suite and bench.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { join } from "node:path";
+import { onJsonLines } from "./json-lines.js";
+
+const CLI = join(import.meta.dirname, "..", "..", "dist", "cli", "main.js");
+
+export interface KubeAgentOptions {
+  kubeconfig: string;
+  lab: string;
+  metricsPort: number;
+  /** More flags (--resync-seconds, --batch-delay-ms, ...). */
+  extra?: readonly string[];
+  onLine: (line: Record<string, unknown>) => void;
+}
+
+export function spawnKubeAgent(o: KubeAgentOptions): ChildProcess {
+  const args = [CLI, "agent", "--kubeconfig", o.kubeconfig, "--lab", o.lab, "--node-name", "lab"];
+  args.push("--metrics-addr", `127.0.0.1:${o.metricsPort}`, ...(o.extra ?? []));
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
+  onJsonLines(child.stderr!, o.onLine);
+  return child;
+}
+
+/** Polls `pred` every `step` ms until it holds or `ms` passed; the last answer is returned. */
+export async function until(pred: () => boolean | Promise<boolean>, ms = 5000, step = 50): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await pred()) return true;
+    await new Promise((r) => setTimeout(r, step));
+  }
+  return pred();
+}
