@@ -102,6 +102,8 @@ function peerIndex(
 interface Candidate {
   readonly pi: number;
   readonly rule: RuleView;
+  /** The "allowed by this rule" verdict per matching peer index (+1), made once and shared. */
+  readonly allowed: DirectionVerdict[];
 }
 
 /**
@@ -112,6 +114,8 @@ interface Candidate {
 interface RuleIndex {
   readonly exact: Map<number, Candidate[]>;
   readonly generic: readonly Candidate[];
+  /** The set's "denied" verdict, shared by every denied flow. */
+  readonly denied: DirectionVerdict;
 }
 
 const indexes = {
@@ -125,9 +129,29 @@ function ruleIndex(pols: readonly PolicyView[], dir: "ingress" | "egress"): Rule
   if (idx) return idx;
   const exact = new Map<number, Candidate[]>();
   const generic: Candidate[] = [];
+  // A rule with the same ports and the same peers as an earlier one of the set can never be the
+  // first match: leave it out. (Selectors are shared objects, so equal peers are the same object.)
+  const seen = new Set<string>();
+  const peerIds = new Map<ReadonlySet<number>, number>();
+  const shape = (rule: RuleView) =>
+    `${JSON.stringify(rule.ports)}|${
+      rule.peers === null
+        ? "*"
+        : rule.peers
+            .map((p) => {
+              if (p.kind === "block") return `b${p.id}`;
+              let id = peerIds.get(p.members);
+              if (id === undefined) peerIds.set(p.members, (id = peerIds.size));
+              return `s${id}`;
+            })
+            .join(",")
+    }`;
   pols.forEach((pol, pi) => {
     for (const rule of pol[dir] ?? []) {
-      const c: Candidate = { pi, rule };
+      const k = shape(rule);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      const c: Candidate = { pi, rule, allowed: [] };
       const ports = rule.ports;
       if (ports === null || ports.some((p) => p.name !== undefined || p.from !== p.to)) {
         generic.push(c);
@@ -140,7 +164,7 @@ function ruleIndex(pols: readonly PolicyView[], dir: "ingress" | "egress"): Rule
       }
     }
   });
-  idx = { exact, generic };
+  idx = { exact, generic, denied: Object.freeze({ result: "denied", policies: policyKeys(pols) }) };
   indexes[dir].set(pols, idx);
   return idx;
 }
@@ -179,14 +203,18 @@ function decideSide(
     if (!portsMatch(c.rule.ports, proto, port, dstPorts)) continue;
     const peer = peerIndex(c.rule.peers, other, otherIP, src);
     if (peer !== -2) {
-      return {
-        result: "allowed",
-        policies: policyKeys(pols),
-        by: { policy: pols[c.pi].key, rule: c.rule.index, peer },
-      };
+      let v = c.allowed[peer + 1];
+      if (v === undefined) {
+        c.allowed[peer + 1] = v = Object.freeze({
+          result: "allowed",
+          policies: policyKeys(pols),
+          by: Object.freeze({ policy: pols[c.pi].key, rule: c.rule.index, peer }),
+        });
+      }
+      return v;
     }
   }
-  return { result: "denied", policies: policyKeys(pols) };
+  return idx.denied;
 }
 
 export function decide(src: DecisionSource, flow: Flow): Verdict {

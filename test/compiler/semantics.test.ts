@@ -69,6 +69,39 @@ function ingressToSrv(from: unknown[] | undefined, ports?: unknown[], name = "al
   return mkPolicy("a", name, { podSelector: { matchLabels: { app: "srv" } }, ingress: [rule] });
 }
 
+describe("rules repeated across the policies isolating a pod", () => {
+  it("the first policy in order is named, a repeat of its rule in a later policy never is", () => {
+    const client = [{ podSelector: { matchLabels: { app: "client" } } }];
+    const c = {
+      namespaces: baseNs(),
+      pods: basePods(),
+      policies: [
+        ingressToSrv(client, [{ port: 80 }], "c-copy"),
+        ingressToSrv(client, [{ port: 80 }], "a-first"),
+        ingressToSrv(
+          [{ podSelector: { matchLabels: { app: "other" } } }, ...client],
+          [{ port: 80 }],
+          "b-wider",
+        ),
+      ],
+    };
+    expect(check(c, A_CLIENT, SRV).ingress.by).toEqual({ policy: "a/a-first", rule: 0, peer: 0 });
+    // Same port, a peer only the later, different rule allows: that rule is still found.
+    expect(check(c, A_OTHER, SRV).ingress.by).toEqual({ policy: "a/b-wider", rule: 0, peer: 0 });
+    expect(allowed(c, A_CLIENT, SRV, 81)).toBe(false);
+    // The shared verdict objects are not handed out for another flow's answer.
+    const t = build(c);
+    const a = decide(t, mkFlow(A_CLIENT, SRV, 80, 6));
+    const b = decide(t, mkFlow(A_OTHER, SRV, 80, 6));
+    expect(a.ingress.by).not.toEqual(b.ingress.by);
+    expect(decide(t, mkFlow(A_CLIENT, SRV, 81, 6)).ingress.policies).toEqual([
+      "a/a-first",
+      "a/b-wider",
+      "a/c-copy",
+    ]);
+  });
+});
+
 describe("selectors", () => {
   it("podSelector in a peer only matches pods of the policy's namespace", () => {
     const c = {

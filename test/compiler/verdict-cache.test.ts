@@ -65,6 +65,36 @@ describe("VerdictCache", () => {
     });
   }
 
+  it("a flow from an address to itself gets one id, and later flows still find their own entries", () => {
+    const c = new VerdictCache(table());
+    const self = c.lookup("10.0.0.1", "10.0.0.1", 6, 80);
+    expect(self.loopback).toBe(true);
+    const v = c.lookup("10.0.0.2", "10.0.0.1", 6, 80);
+    expect(v.loopback).toBeUndefined();
+    expect(c.lookup("10.0.0.1", "10.0.0.1", 6, 80)).toBe(self);
+    expect(c.lookup("10.0.0.2", "10.0.0.1", 6, 80)).toBe(v);
+    expect(c.stats).toMatchObject({ hits: 2, misses: 2 });
+  });
+
+  it("stays correct when unbounded external peers overflow its address ids", () => {
+    const t = table();
+    t.upsertPolicy(
+      mkPolicy("ns", "only-10-1", {
+        podSelector: { matchLabels: { app: "srv" } },
+        ingress: [{ from: [{ ipBlock: { cidr: "10.1.0.0/16" } }] }],
+      }),
+    );
+    const c = new VerdictCache(t, 64); // ids are bounded at 1024
+    for (let i = 0; i < 5000; i++) {
+      const peer = `10.${1 + (i & 1)}.${(i >> 8) & 255}.${i & 255}`;
+      const v = c.lookup(peer, "10.0.0.1", 6, 80);
+      expect(v.allowed, peer).toBe(peer.startsWith("10.1."));
+      expect(c.stats.entries).toBeLessThanOrEqual(64);
+    }
+    expect(c.lookup("10.1.0.1", "10.0.0.1", 6, 80).allowed).toBe(true);
+    expect(c.lookup("10.2.0.1", "10.0.0.1", 6, 80).allowed).toBe(false);
+  });
+
   // BUG (verdict-cache.ts, insert): with maxEntries = 1, `maxEntries >> 1` is 0, so every insert
   // rotates young -> old and then adds one entry: young 1 + old 1 = 2 entries > maxEntries.
   // (Rejecting maxEntries < 2 in the constructor would also satisfy this test.)
