@@ -208,4 +208,26 @@ describe("podwall render", () => {
     for (const s of r.out.split("\n").filter((l) => l.startsWith("create ")))
       expect(s.split(" ")[1].length).toBeLessThanOrEqual(31);
   });
+
+  it("nfqueue: one queue, or several spread by CPU; bad queue numbers are usage errors", () => {
+    const args = ["render", "-f", DEMO, "--node", "demo-node", "--dataplane", "nfqueue"];
+    const one = podwall(...args, "--queue-threads", "1");
+    expect(one.code).toBe(0);
+    expect(one.out).toMatch(/-j NFQUEUE --queue-num 100 -m comment/);
+    expect(one.out).not.toContain("--queue-balance");
+    const four = podwall(...args, "--queue-num", "7", "--queue-threads", "4");
+    expect(four.out).toMatch(/-j NFQUEUE --queue-balance 7:10 --queue-cpu-fanout -m comment/);
+    expect(four.out).not.toContain("--queue-num");
+    for (const [flag, value] of [
+      ["--queue-threads", "0"],
+      ["--queue-threads", "two"],
+      ["--queue-num", "65535"],
+    ]) {
+      const bad = podwall(...args, "--queue-threads", "2", flag, value);
+      expect([bad.code, bad.err], `${flag} ${value}`).toEqual([
+        2,
+        expect.stringMatching(/^podwall: error: --queue-/),
+      ]);
+    }
+  });
 });

@@ -3,8 +3,8 @@
  * iptables NFQUEUE rule for new forwarded flows, the loop bound inside the node netns, real traffic.
  * Every netns is named tnq-<pid>-*; all are removed in afterAll, whatever failed.
  */
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { run } from "../src/dataplane/exec.js";
@@ -97,8 +97,11 @@ async function probe(
   port: number,
   sport = 0,
   timeout = 1,
+  cpu?: number,
 ): Promise<boolean> {
-  const r = await run(PY, ["-c", CLIENT, proto, dst, String(port), String(sport), String(timeout)], {
+  const argv = [PY, "-c", CLIENT, proto, dst, String(port), String(sport), String(timeout)];
+  if (cpu !== undefined) argv.unshift("taskset", "-c", String(cpu));
+  const r = await run(argv[0], argv.slice(1), {
     netns: POD_A,
     allowFail: true,
     timeoutMs: (timeout + 5) * 1000,
@@ -389,6 +392,59 @@ describe("NFQUEUE verdict loop in a netns", () => {
       } finally {
         await slow.stop();
       }
+    }
+  });
+
+  it("two queues spread by CPU: one pinned worker each, both judge, a table counts once both use it", async () => {
+    if (availableParallelism() < 2) return; // fanout needs two CPUs to show anything
+    for (const ipt of ["iptables", "ip6tables"]) {
+      await sh(ipt, ["-F", "FORWARD"], NODE);
+      const target = ["-j", "NFQUEUE", "--queue-balance", `${QUEUE}:${QUEUE + 1}`, "--queue-cpu-fanout"];
+      await sh(ipt, ["-A", "FORWARD", "-m", "conntrack", "--ctstate", "NEW", ...target], NODE);
+    }
+    const two = new NfqueueVerdictLoop({
+      queueNum: QUEUE,
+      queueCount: 2,
+      deciderModule: DECIDER,
+      table: DEFAULT_TABLE,
+      failOpen: false,
+      netns: NODE,
+    });
+    await two.start();
+    try {
+      const bound = await Promise.all([readQueueProcStats(QUEUE, NODE), readQueueProcStats(QUEUE + 1, NODE)]);
+      expect(bound.map((q) => (q?.portId ?? 0) > 0)).toEqual([true, true]);
+      // Each worker thread is pinned to the CPU whose packets its queue receives.
+      const pinned = readdirSync(`/proc/${two.pid}/task`).map(
+        (t) =>
+          /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync(`/proc/${two.pid}/task/${t}/status`, "utf8"))?.[1],
+      );
+      expect(pinned).toContain("0");
+      expect(pinned).toContain("1");
+      const onCpu = (cpu: number, port: number) => probe("tcp", B4, port, 0, 1, cpu);
+      expect(await Promise.all([onCpu(0, 80), onCpu(1, 80), onCpu(0, 8080), onCpu(1, 8080)])).toEqual([
+        true,
+        true,
+        false,
+        false,
+      ]);
+      const after = await Promise.all([readQueueProcStats(QUEUE, NODE), readQueueProcStats(QUEUE + 1, NODE)]);
+      expect(after.map((q) => q!.idSequence > 0)).toEqual([true, true]);
+      const s = await two.refreshStats();
+      expect(s.byProto.tcp.accepted).toBeGreaterThanOrEqual(2);
+      expect(s.byProto.tcp.dropped).toBeGreaterThanOrEqual(2);
+      expect(s.latency.count).toBe(s.packets);
+      two.setTable({ tcp: [8080], udp: [53] });
+      await two.tableSynced();
+      expect(await Promise.all([onCpu(0, 8080), onCpu(1, 8080), onCpu(0, 80), onCpu(1, 80)])).toEqual([
+        true,
+        true,
+        false,
+        false,
+      ]);
+    } finally {
+      await two.stop();
+      await queueRules(false);
     }
   });
 

@@ -10,6 +10,7 @@ import { namespaceFromK8s, podFromK8s } from "../../src/compiler/normalize.js";
 import { PolicyTable } from "../../src/compiler/table.js";
 import { type ApplyStats, KernelApplier } from "../../src/dataplane/apply.js";
 import { type LabState, labDown, labUp } from "../../src/dataplane/lab/lab.js";
+import { defaultQueueThreads } from "../../src/dataplane/nfqueue/queue.js";
 import { renderNode } from "../../src/dataplane/render.js";
 import type { Obj } from "./model.js";
 
@@ -55,7 +56,12 @@ export class LabHarness {
     const local = await labLocalPods(this.lab);
     await this.userspace?.update(this.table);
     return this.applier.apply(
-      renderNode(this.table, local, { dataplane: this.mode, queueNum: 100, queueBypass: false }),
+      renderNode(this.table, local, {
+        dataplane: this.mode,
+        queueNum: 100,
+        queueCount: defaultQueueThreads(),
+        queueBypass: false,
+      }),
     );
   }
 

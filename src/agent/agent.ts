@@ -31,6 +31,8 @@ export interface AgentOptions {
   metricsAddr?: string;
   dataplane: "iptables" | "nfqueue";
   queueNum: number;
+  /** nfqueue: queues (and pinned verdict threads), one per CPU by default. */
+  queueThreads: number;
   failOpen: boolean;
   cleanupOnExit: boolean;
   resyncSeconds: number;
@@ -84,6 +86,7 @@ export class Agent {
     if (o.dataplane === "nfqueue") {
       this.userspace = new UserspaceVerdicts({
         queueNum: o.queueNum,
+        queueCount: o.queueThreads,
         failOpen: o.failOpen,
         netns,
         metrics: this.metrics,
@@ -98,6 +101,7 @@ export class Agent {
       render: {
         dataplane: o.dataplane,
         queueNum: o.queueNum,
+        queueCount: o.queueThreads,
         queueBypass: o.failOpen,
         denyAction: o.denyAction,
         serviceCIDRs: o.serviceCIDRs,

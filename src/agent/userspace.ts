@@ -18,13 +18,14 @@ import {
   type DenyEvent,
   type NfqStats,
   NfqueueVerdictLoop,
-  readQueueProcStats,
+  readAllQueueProcStats,
 } from "../dataplane/nfqueue/queue.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 
 export interface UserspaceOptions {
   queueNum: number;
+  queueCount: number;
   failOpen: boolean;
   netns?: string;
   metrics: Metrics;
@@ -58,6 +59,7 @@ export class UserspaceVerdicts {
     this.generation = table.generation;
     this.loop = new NfqueueVerdictLoop({
       queueNum: this.o.queueNum,
+      queueCount: this.o.queueCount,
       netns: this.o.netns,
       failOpen: this.o.failOpen,
       deciderModule: policyDeciderURL(),
@@ -68,7 +70,7 @@ export class UserspaceVerdicts {
     });
     await this.loop.start();
     this.o.log.info(
-      { queue: this.o.queueNum, failOpen: this.o.failOpen, pid: this.loop.pid },
+      { queue: this.o.queueNum, queues: this.o.queueCount, failOpen: this.o.failOpen, pid: this.loop.pid },
       "NFQUEUE verdict loop running",
     );
     this.poll = setInterval(() => void this.pollStats(), 2000);
@@ -147,9 +149,10 @@ export class UserspaceVerdicts {
     }
     this.last = s;
     try {
-      const q = await readQueueProcStats(this.o.queueNum, this.o.netns);
-      if (q) {
-        const queue = String(this.o.queueNum);
+      const first = this.o.queueNum;
+      for (const q of await readAllQueueProcStats(this.o.netns)) {
+        if (q.queueNum < first || q.queueNum >= first + this.o.queueCount) continue;
+        const queue = String(q.queueNum);
         m.queueDepth.set({ queue }, q.queueTotal);
         m.queueDropped.set({ queue }, q.queueDropped);
         m.userDropped.set({ queue }, q.userDropped);

@@ -5,6 +5,7 @@
 import { hostname } from "node:os";
 import type { Command } from "commander";
 import { action, collect, UsageError } from "./errors.js";
+import { parseQueueOptions } from "./queue-options.js";
 
 export function registerAgent(program: Command): void {
   program
@@ -20,7 +21,15 @@ export function registerAgent(program: Command): void {
       "iptables (kernel rules) or nfqueue (first packet of each connection judged in userspace)",
       "iptables",
     )
-    .option("--queue-num <n>", "NFQUEUE number for --dataplane nfqueue", "100")
+    .option(
+      "--queue-num <n>",
+      "NFQUEUE number for --dataplane nfqueue (the first, with several threads)",
+      "100",
+    )
+    .option(
+      "--queue-threads <n>",
+      "nfqueue: verdict threads, one queue each, new connections spread by CPU (default: one per CPU, at most 8)",
+    )
     .option(
       "--fail-closed",
       "nfqueue: isolated pods get no new connections while no verdict program runs (default: fail-open)",
@@ -49,7 +58,7 @@ export function registerAgent(program: Command): void {
           lab: o.lab as string | undefined,
           metricsAddr: (o.metricsAddr as string) || undefined,
           dataplane,
-          queueNum: Number(o.queueNum),
+          ...parseQueueOptions(o.queueNum as string, o.queueThreads as string | undefined),
           failOpen: !o.failClosed,
           cleanupOnExit: !!o.cleanupOnExit,
           resyncSeconds: Number(o.resyncSeconds),

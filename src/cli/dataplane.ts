@@ -10,6 +10,7 @@ import { KernelApplier } from "../dataplane/apply.js";
 import { loadLab } from "../dataplane/lab/lab.js";
 import { type LocalPod, renderNode, restoreTexts, shortHash } from "../dataplane/render.js";
 import { action, collect, UsageError } from "./errors.js";
+import { parseQueueOptions, queueRenderOptions } from "./queue-options.js";
 import { loadForCli } from "./simulate.js";
 
 export function registerDataplane(program: Command): void {
@@ -24,7 +25,8 @@ export function registerDataplane(program: Command): void {
       collect,
     )
     .option("--dataplane <mode>", "iptables or nfqueue", "iptables")
-    .option("--queue-num <n>", "NFQUEUE number", "100")
+    .option("--queue-num <n>", "NFQUEUE number (the first, with several threads)", "100")
+    .option("--queue-threads <n>", "nfqueue: queues spread by CPU (default: one per CPU, at most 8)")
     .action(
       action(
         (opts: {
@@ -33,6 +35,7 @@ export function registerDataplane(program: Command): void {
           interface?: string[];
           dataplane: string;
           queueNum: string;
+          queueThreads?: string;
         }) => {
           if (opts.dataplane !== "iptables" && opts.dataplane !== "nfqueue")
             throw new UsageError("--dataplane must be iptables or nfqueue");
@@ -53,7 +56,7 @@ export function registerDataplane(program: Command): void {
             process.stderr.write(`podwall: warning: no pod has spec.nodeName ${opts.node}\n`);
           const d = renderNode(tableFromManifests(set), local, {
             dataplane: opts.dataplane,
-            queueNum: Number(opts.queueNum),
+            ...queueRenderOptions(parseQueueOptions(opts.queueNum, opts.queueThreads)),
           });
           const t = restoreTexts(d);
           process.stdout.write(

@@ -13,6 +13,7 @@ import type { Command } from "commander";
 import { loadManifestFiles, tableFromManifests } from "../agent/sources/manifests.js";
 import { declaredPorts, type Matrix } from "../compiler/matrix.js";
 import { labDown, labUp } from "../dataplane/lab/lab.js";
+import { defaultQueueThreads } from "../dataplane/nfqueue/queue.js";
 import { action, UsageError } from "./errors.js";
 import { labPodsFor, probeMatrix } from "./lab.js";
 
@@ -84,6 +85,7 @@ export function registerDemo(program: Command): void {
             metricsAddr: opts.metricsAddr,
             dataplane: opts.dataplane === "nfqueue" ? "nfqueue" : "iptables",
             queueNum: 100,
+            queueThreads: defaultQueueThreads(),
             failOpen: true,
             cleanupOnExit: true,
             resyncSeconds: 300,

@@ -35,6 +35,7 @@ import {
   type ProbeRequest,
   probe,
 } from "../dataplane/lab/lab.js";
+import { defaultQueueThreads } from "../dataplane/nfqueue/queue.js";
 import { renderNode } from "../dataplane/render.js";
 import { podInterfaces } from "../dataplane/routes.js";
 import { action, collect, UsageError } from "./errors.js";
@@ -123,10 +124,11 @@ export async function programLab(
   dataplane: "iptables" | "nfqueue",
   queueNum = 100,
   failOpen = false,
+  queueCount = defaultQueueThreads(),
 ) {
   const applier = new KernelApplier({ netns: lab.nodeNetns });
   const local = await labLocalPods(lab);
-  return applier.apply(renderNode(table, local, { dataplane, queueNum, queueBypass: failOpen }));
+  return applier.apply(renderNode(table, local, { dataplane, queueNum, queueCount, queueBypass: failOpen }));
 }
 
 function formatProbe(m: Matrix): string {

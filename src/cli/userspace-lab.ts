@@ -6,7 +6,7 @@
 import { takeSnapshot } from "../compiler/snapshot.js";
 import type { PolicyTable } from "../compiler/table.js";
 import { policyDeciderURL } from "../dataplane/nfqueue/decider-path.js";
-import { type DenyEvent, NfqueueVerdictLoop } from "../dataplane/nfqueue/queue.js";
+import { type DenyEvent, defaultQueueThreads, NfqueueVerdictLoop } from "../dataplane/nfqueue/queue.js";
 
 export interface UserspaceHandle {
   loop: NfqueueVerdictLoop;
@@ -21,9 +21,11 @@ export async function startUserspaceInNetns(
   queueNum: number,
   failOpen: boolean,
   onDeny?: (e: DenyEvent) => void,
+  queueCount = defaultQueueThreads(),
 ): Promise<UserspaceHandle> {
   const loop = new NfqueueVerdictLoop({
     queueNum,
+    queueCount,
     netns,
     failOpen,
     deciderModule: policyDeciderURL(),

@@ -52,6 +52,11 @@ export interface LocalPod {
 export interface RenderOptions {
   dataplane: "iptables" | "nfqueue";
   queueNum?: number;
+  /**
+   * nfqueue: queues queueNum .. queueNum+queueCount-1, chosen by the CPU that handles the packet
+   * (`--queue-balance --queue-cpu-fanout`), so the verdict thread woken runs on that CPU. Default 1.
+   */
+  queueCount?: number;
   /** nfqueue: `--queue-bypass`, packets pass while no verdict program is bound (fail-open). */
   queueBypass?: boolean;
   denyAction?: "DROP" | "REJECT";
@@ -245,12 +250,13 @@ class FamilyRenderer {
     const lines: string[] = [];
     if (this.opts.dataplane === "nfqueue") {
       const bypass = this.opts.queueBypass ? " --queue-bypass" : "";
-      lines.push(
-        withComment(
-          `-j NFQUEUE --queue-num ${this.opts.queueNum ?? 100}${bypass}`,
-          `${pod.key} ${dir} verdict in userspace`,
-        ),
-      );
+      const first = this.opts.queueNum ?? 100;
+      const count = Math.max(1, this.opts.queueCount ?? 1);
+      const target =
+        count > 1
+          ? `--queue-balance ${first}:${first + count - 1}${bypass} --queue-cpu-fanout`
+          : `--queue-num ${first}${bypass}`;
+      lines.push(withComment(`-j NFQUEUE ${target}`, `${pod.key} ${dir} verdict in userspace`));
     } else {
       for (const pol of pols)
         for (const rule of pol[dir]!) lines.push(...this.ruleLines(pol, dir, rule, pod));

@@ -50,6 +50,7 @@ interface Lib {
   nfq_set_verdict(qh: number, id: number, verdict: number, len: number, buf: number): number;
   recv(fd: number, buf: Buffer, len: number, flags: number): number;
   setsockopt(fd: number, level: number, name: number, val: Buffer, len: number): number;
+  sched_setaffinity(pid: number, size: number, mask: Buffer): number;
   callbackType: koffi.TypeObject;
 }
 
@@ -90,9 +91,21 @@ export function loadLibNfq(): Lib {
     ),
     recv: libc.func("intptr_t recv(int fd, void *buf, size_t len, int flags)"),
     setsockopt: libc.func("int setsockopt(int fd, int level, int name, const void *val, uint32_t len)"),
+    sched_setaffinity: libc.func("int sched_setaffinity(int pid, size_t size, const void *mask)"),
     callbackType,
   };
   return lib;
+}
+
+/**
+ * Pin the calling thread to these CPUs (pid 0 = this thread). Returns false when the kernel refuses
+ * (a CPU outside the process's cgroup set, say): the thread then runs wherever the scheduler puts it.
+ */
+export function pinThisThread(cpus: readonly number[]): boolean {
+  if (cpus.length === 0) return false;
+  const mask = Buffer.alloc(128); // cpu_set_t: 1024 CPUs
+  for (const c of cpus) if (c >= 0 && c < 1024) mask[c >> 3] |= 1 << (c & 7);
+  return loadLibNfq().sched_setaffinity(0, mask.length, mask) === 0;
 }
 
 export interface NfqQueueOptions {

@@ -9,7 +9,14 @@ import type { MessagePort } from "node:worker_threads";
 import type { NfqStats } from "./stats.js";
 
 export interface VerdictConfig {
+  /** The first queue; worker i binds queueNum + i. */
   queueNum: number;
+  /**
+   * Queues (and worker threads), >= 1. With more than one the rules spread new connections by CPU
+   * (`--queue-balance --queue-cpu-fanout`) and worker i is pinned to the CPUs whose packets land
+   * on its queue, so the thread a packet wakes runs where the packet was processed.
+   */
+  queueCount: number;
   /** File URL of an ES module exporting `createDecider(table)`. */
   deciderModule: string;
   table: unknown;
@@ -62,6 +69,8 @@ export interface TableUpdate {
 /** workerData of the verdict worker. */
 export interface WorkerInit {
   config: VerdictConfig;
+  /** Which of the config's queues this worker serves (0-based). */
+  index: number;
   /** Float64 counters, layout in stats.ts; the worker is the only writer. */
   counters: SharedArrayBuffer;
   /** Int32 [stop flag, tables posted]; the runner bumps the count after posting a table. */

@@ -9,6 +9,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { run, wrapNetns } from "../exec.js";
 import type { DenyEvent, FromRunner, ToRunner, VerdictConfig } from "./protocol.js";
@@ -18,7 +19,10 @@ export type { DenyEvent } from "./protocol.js";
 export type { NfqStats } from "./stats.js";
 
 export interface NfqueueVerdictLoopOptions {
+  /** The first queue number. */
   queueNum: number;
+  /** Queues queueNum .. queueNum+queueCount-1, one pinned worker thread each (default 1). */
+  queueCount?: number;
   /** File URL (or absolute path) of an ES module exporting `createDecider(table)`. */
   deciderModule: string;
   table: unknown;
@@ -99,6 +103,7 @@ export class NfqueueVerdictLoop {
 
     const config: VerdictConfig = {
       queueNum: this.opts.queueNum,
+      queueCount: this.opts.queueCount ?? 1,
       deciderModule: toFileUrl(this.opts.deciderModule),
       table: this.table,
       generation: this.generation,
@@ -328,11 +333,24 @@ export async function readQueueProcStats(
   queueNum: number,
   netns?: string,
 ): Promise<NfqueueProcStats | undefined> {
+  return (await readAllQueueProcStats(netns)).find((s) => s.queueNum === queueNum);
+}
+
+/** Kernel counters of every queue bound in the namespace. */
+export async function readAllQueueProcStats(netns?: string): Promise<NfqueueProcStats[]> {
   let text: string;
   if (netns) {
     text = (await run("cat", [PROC_PATH], { netns, allowFail: true })).stdout;
   } else {
     text = await readFile(PROC_PATH, "utf8").catch(() => "");
   }
-  return parseQueueProcStats(text).find((s) => s.queueNum === queueNum);
+  return parseQueueProcStats(text);
+}
+
+/**
+ * Worker threads (and queues) for the verdict loop by default: one per CPU, so each CPU's packets
+ * wake a thread on that CPU; at most 8 (each holds a decider and its cache).
+ */
+export function defaultQueueThreads(): number {
+  return Math.max(1, Math.min(8, availableParallelism()));
 }

@@ -16,7 +16,7 @@ import {
   type VerdictConfig,
   type WorkerInit,
 } from "./protocol.js";
-import { readStats, STATS_SLOTS } from "./stats.js";
+import { mergeStats, type NfqStats, readStats, STATS_SLOTS } from "./stats.js";
 
 /** Unsolicited stats pushes keep the parent's synchronous `stats()` roughly current. */
 const STATS_PUSH_MS = 1000;
@@ -55,67 +55,136 @@ function startWorker(init: WorkerInit): Worker {
   return new Worker(boot, { ...opts, eval: true });
 }
 
+/** One worker thread, its queue's counters and its table mailbox. */
+interface Lane {
+  worker: Worker;
+  counters: SharedArrayBuffer;
+  ctl: Int32Array;
+  channel: MessageChannel;
+  ready: boolean;
+  exited: boolean;
+}
+
 class Runner {
-  private worker?: Worker;
-  private readonly counters = new SharedArrayBuffer(STATS_SLOTS * 8);
-  private readonly control = new SharedArrayBuffer(8);
-  private readonly ctl = new Int32Array(this.control);
-  private readonly channel = new MessageChannel();
+  private lanes: Lane[] = [];
   private pushTimer?: NodeJS.Timeout;
   private stopping = false;
   private finalSent?: Promise<void>;
+  private readyWarnings: string[] = [];
+  /** generation -> workers that applied it (and the first error, if one refused it). */
+  private applied = new Map<number, { n: number; error?: string }>();
 
   start(config: VerdictConfig): void {
-    if (this.worker) return;
-    const init: WorkerInit = {
-      config,
-      counters: this.counters,
-      control: this.control,
-      tablePort: this.channel.port2,
-    };
-    let w: Worker;
-    try {
-      w = startWorker(init);
-    } catch (e) {
-      void send({ type: "error", message: e instanceof Error ? e.message : String(e), fatal: true }).then(
-        () => process.exit(1),
+    if (this.lanes.length) return;
+    const count = Math.max(1, Math.floor(config.queueCount ?? 1));
+    for (let index = 0; index < count; index++) {
+      const counters = new SharedArrayBuffer(STATS_SLOTS * 8);
+      const control = new SharedArrayBuffer(8);
+      const channel = new MessageChannel();
+      const init: WorkerInit = { config, index, counters, control, tablePort: channel.port2 };
+      let worker: Worker;
+      try {
+        worker = startWorker(init);
+      } catch (e) {
+        this.fatal(e instanceof Error ? e.message : String(e));
+        return;
+      }
+      const lane: Lane = {
+        worker,
+        counters,
+        ctl: new Int32Array(control),
+        channel,
+        ready: false,
+        exited: false,
+      };
+      this.lanes.push(lane);
+      worker.on("message", (m: FromRunner) => this.fromWorker(lane, m));
+      worker.on("error", (e) =>
+        send({ type: "error", message: `worker crashed: ${e.message}`, fatal: true }),
       );
-      return;
+      worker.on("exit", (code) => this.onExit(lane, code));
     }
-    this.worker = w;
-    w.on("message", (m: FromRunner) => {
-      if (m.type === "stopped") this.finalSent = send(m);
-      else void send(m);
-      if (m.type === "ready") this.pushTimer = setInterval(() => this.pushStats(), STATS_PUSH_MS);
+  }
+
+  private fatal(message: string): void {
+    this.stopping = true;
+    for (const l of this.lanes) Atomics.store(l.ctl, CTL_STOP, 1);
+    void send({ type: "error", message, fatal: true }).then(() => process.exit(1));
+  }
+
+  private fromWorker(lane: Lane, m: FromRunner): void {
+    switch (m.type) {
+      case "ready":
+        // One "ready" for the whole loop: every queue is bound.
+        lane.ready = true;
+        this.readyWarnings.push(...m.warnings);
+        if (this.lanes.every((l) => l.ready)) {
+          void send({ type: "ready", pid: process.pid, warnings: this.readyWarnings });
+          this.pushTimer = setInterval(() => this.pushStats(), STATS_PUSH_MS);
+        }
+        return;
+      case "table-applied": {
+        // A table counts as applied once every worker decides from it.
+        const a = this.applied.get(m.generation) ?? { n: 0 };
+        a.n++;
+        a.error ??= m.error;
+        this.applied.set(m.generation, a);
+        if (a.n < this.lanes.length) return;
+        this.applied.delete(m.generation);
+        for (const g of this.applied.keys()) if (g < m.generation) this.applied.delete(g);
+        void send({
+          type: "table-applied",
+          generation: m.generation,
+          ...(a.error ? { error: a.error } : {}),
+        });
+        return;
+      }
+      case "stopped":
+        return; // Reported once, merged, when the last worker exits.
+      default:
+        void send(m);
+    }
+  }
+
+  private onExit(lane: Lane, code: number): void {
+    lane.exited = true;
+    if (!this.stopping) {
+      // One queue gone while nobody asked: stop the rest so the kernel's fail mode covers all of them.
+      this.stopping = true;
+      for (const l of this.lanes) Atomics.store(l.ctl, CTL_STOP, 1);
+      process.exitCode = 1;
+    } else if (code !== 0) process.exitCode = 1;
+    if (!this.lanes.every((l) => l.exited)) return;
+    if (this.pushTimer) clearInterval(this.pushTimer);
+    this.finalSent ??= send({ type: "stopped", stats: this.stats() });
+    // Leave only after the last message is written: disconnecting earlier could lose it.
+    void this.finalSent.then(() => {
+      process.exitCode ??= 0;
+      for (const l of this.lanes) l.channel.port1.close();
+      if (process.connected) process.disconnect();
     });
-    w.on("error", (e) => send({ type: "error", message: `worker crashed: ${e.message}`, fatal: true }));
-    w.on("exit", (code) => {
-      if (this.pushTimer) clearInterval(this.pushTimer);
-      this.finalSent ??= send({ type: "stopped", stats: readStats(new Float64Array(this.counters)) });
-      // Leave only after the last message is written: disconnecting earlier could lose it.
-      void this.finalSent.then(() => {
-        // The worker leaving while nobody asked it to is a failure, whatever its exit code.
-        process.exitCode = code === 0 && this.stopping ? 0 : 1;
-        this.channel.port1.close();
-        if (process.connected) process.disconnect();
-      });
-    });
+  }
+
+  private stats(): NfqStats {
+    return mergeStats(this.lanes.map((l) => readStats(new Float64Array(l.counters))));
   }
 
   setTable(table: unknown, generation: number): void {
-    this.channel.port1.postMessage({ table, generation });
-    // The worker is inside a synchronous recv loop; it polls this counter rather than its event loop.
-    Atomics.add(this.ctl, CTL_MAILBOX, 1);
+    for (const l of this.lanes) {
+      l.channel.port1.postMessage({ table, generation });
+      // The worker is inside a synchronous recv loop; it polls this counter rather than its event loop.
+      Atomics.add(l.ctl, CTL_MAILBOX, 1);
+    }
   }
 
   pushStats(requestId?: number): void {
-    void send({ type: "stats", stats: readStats(new Float64Array(this.counters)), requestId });
+    void send({ type: "stats", stats: this.stats(), requestId });
   }
 
   stop(): void {
     this.stopping = true;
-    Atomics.store(this.ctl, CTL_STOP, 1);
-    if (!this.worker) process.exit(0);
+    for (const l of this.lanes) Atomics.store(l.ctl, CTL_STOP, 1);
+    if (!this.lanes.length) process.exit(0);
   }
 }
 

@@ -123,6 +123,29 @@ export function readStats(c: Float64Array): NfqStats {
   };
 }
 
+/** One view over several loops' counters (one worker per queue): sums, the worst max, the oldest table. */
+export function mergeStats(all: readonly NfqStats[]): NfqStats {
+  if (all.length === 1) return all[0];
+  const out = emptyStats();
+  out.tableGeneration = all.length ? Math.min(...all.map((s) => s.tableGeneration)) : 0;
+  const sum = ["packets", "accepted", "dropped", "parseErrors", "deciderErrors", "tableErrors"] as const;
+  const sum2 = ["deniesReported", "deniesSuppressed", "enobufs"] as const;
+  for (const s of all) {
+    for (const k of [...sum, ...sum2]) out[k] += s[k];
+    for (const p of PROTO_SLOTS) {
+      out.byProto[p].accepted += s.byProto[p].accepted;
+      out.byProto[p].dropped += s.byProto[p].dropped;
+    }
+    s.latency.counts.forEach((n, i) => {
+      out.latency.counts[i] += n;
+    });
+    out.latency.count += s.latency.count;
+    out.latency.sumUs += s.latency.sumUs;
+    out.latency.maxUs = Math.max(out.latency.maxUs, s.latency.maxUs);
+  }
+  return out;
+}
+
 export function emptyStats(): NfqStats {
   return readStats(new Float64Array(STATS_SLOTS));
 }

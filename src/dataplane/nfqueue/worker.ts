@@ -7,9 +7,11 @@
  * anything that goes wrong yields the configured default verdict and a counter.
  * May not: block on anything but recv, or wait for the main thread.
  */
+
+import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
-import { NF_ACCEPT, NF_DROP, NfqQueue } from "./libnfq.js";
+import { NF_ACCEPT, NF_DROP, NfqQueue, pinThisThread } from "./libnfq.js";
 import { ParsedPacket, parsePacket } from "./packet.js";
 import {
   CTL_MAILBOX,
@@ -192,10 +194,24 @@ async function main(init: WorkerInit): Promise<void> {
     }
   };
 
+  const warnings: string[] = [];
+  const count = Math.max(1, cfg.queueCount ?? 1);
+  if (count > 1) {
+    // The kernel queues a packet to queueNum + (cpu % count): serve those CPUs from here.
+    const cpus: number[] = [];
+    for (let cpu = init.index; cpu < availableParallelism(); cpu += count) cpus.push(cpu);
+    let pinned = false;
+    try {
+      pinned = pinThisThread(cpus);
+    } catch {
+      // No library: NfqQueue.open below reports it.
+    }
+    if (!pinned) warnings.push(`queue ${cfg.queueNum + init.index}: could not pin to CPUs ${cpus}`);
+  }
   try {
     q = NfqQueue.open(
       {
-        queueNum: cfg.queueNum,
+        queueNum: cfg.queueNum + init.index,
         copyRange: cfg.copyRange,
         maxLen: cfg.maxLen,
         rcvBufBytes: cfg.rcvBufBytes,
@@ -207,7 +223,7 @@ async function main(init: WorkerInit): Promise<void> {
     post({ type: "error", message: errText(e), fatal: true });
     return;
   }
-  post({ type: "ready", pid: process.pid, warnings: [...q.warnings] });
+  post({ type: "ready", pid: process.pid, warnings: [...warnings, ...q.warnings] });
 
   try {
     while (Atomics.load(ctl, CTL_STOP) === 0) {
