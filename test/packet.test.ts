@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import ipaddr from "ipaddr.js";
 import { describe, expect, it } from "vitest";
+import { allowedCpus, parseCpuList } from "../src/dataplane/nfqueue/cpus.js";
 import {
   formatIp6,
   ip4String,
@@ -201,5 +202,16 @@ describe("address strings", () => {
       { numRuns: 5000 },
     );
     for (const [hex, s] of seen) expect(ip6String(Buffer.from(hex, "hex"), 0)).toBe(s);
+  });
+});
+
+describe("CPU lists (pinning one verdict thread per queue)", () => {
+  it("parses the kernel's list format and reads Cpus_allowed_list", () => {
+    expect(parseCpuList("0-3,8,10-11")).toEqual([0, 1, 2, 3, 8, 10, 11]);
+    expect(parseCpuList("5")).toEqual([5]);
+    expect(parseCpuList("x,2")).toEqual([2]);
+    expect(allowedCpus("Name:\tnode\nCpus_allowed_list:\t2-3\n")).toEqual([2, 3]);
+    // Unreadable: the first availableParallelism() CPUs.
+    expect(allowedCpus("nothing here").length).toBeGreaterThan(0);
   });
 });

@@ -24,9 +24,10 @@ const WAYS = 4;
 const EMPTY = -1;
 
 export class VerdictCache {
-  /** Slots: set s holds slots [s*ways, s*ways + ways). A slot is empty when its src id is -1. */
-  private readonly srcIds: Int32Array;
-  private readonly dstIds: Int32Array;
+  /**
+   * Slot i's key is keys[3i..3i+2] = (src id, dst id, proto*65536+port), interleaved so a set's
+   * keys share cache lines; set s holds slots [s*ways, s*ways + ways). Empty: src id -1.
+   */
   private readonly keys: Int32Array;
   private readonly verdicts: (Verdict | undefined)[];
   /** Per set: the next slot to replace once the set is full (oldest first). */
@@ -48,9 +49,8 @@ export class VerdictCache {
     const capacity = 2 ** Math.floor(Math.log2(Math.min(maxEntries, 1 << 26)));
     this.ways = Math.min(WAYS, capacity);
     this.setMask = capacity / this.ways - 1;
-    this.srcIds = new Int32Array(capacity).fill(EMPTY);
-    this.dstIds = new Int32Array(capacity);
-    this.keys = new Int32Array(capacity);
+    this.keys = new Int32Array(capacity * 3);
+    for (let i = 0; i < capacity * 3; i += 3) this.keys[i] = EMPTY;
     this.verdicts = new Array<Verdict | undefined>(capacity).fill(undefined);
     this.nextVictim = new Uint8Array(this.setMask + 1);
     this.maxIds = Math.max(1024, capacity * 2);
@@ -64,8 +64,10 @@ export class VerdictCache {
     let d = this.ids.get(dst);
     if (s !== undefined && d !== undefined) {
       const base = this.setOf(s, d, k) * this.ways;
+      const keys = this.keys;
       for (let i = base; i < base + this.ways; i++) {
-        if (this.srcIds[i] === s && this.dstIds[i] === d && this.keys[i] === k) {
+        const j = i * 3;
+        if (keys[j] === s && keys[j + 1] === d && keys[j + 2] === k) {
           this.stats.hits++;
           return this.verdicts[i]!;
         }
@@ -105,7 +107,7 @@ export class VerdictCache {
     const base = set * this.ways;
     let slot = -1;
     for (let i = base; i < base + this.ways; i++) {
-      if (this.srcIds[i] === EMPTY) {
+      if (this.keys[i * 3] === EMPTY) {
         slot = i;
         this.stats.entries++;
         break;
@@ -115,15 +117,15 @@ export class VerdictCache {
       slot = base + this.nextVictim[set];
       this.nextVictim[set] = (this.nextVictim[set] + 1) % this.ways;
     }
-    this.srcIds[slot] = s;
-    this.dstIds[slot] = d;
-    this.keys[slot] = k;
+    this.keys[slot * 3] = s;
+    this.keys[slot * 3 + 1] = d;
+    this.keys[slot * 3 + 2] = k;
     this.verdicts[slot] = v;
   }
 
   /** Address ids stay: they only name strings. Verdicts are dropped so the old table can be freed. */
   private clearSlots(): void {
-    this.srcIds.fill(EMPTY);
+    for (let i = 0; i < this.keys.length; i += 3) this.keys[i] = EMPTY;
     this.verdicts.fill(undefined);
     this.nextVictim.fill(0);
     this.stats.entries = 0;

@@ -8,9 +8,9 @@
  * May not: block on anything but recv, or wait for the main thread.
  */
 
-import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
+import { allowedCpus } from "./cpus.js";
 import { NF_ACCEPT, NF_DROP, NfqQueue, pinThisThread } from "./libnfq.js";
 import { ParsedPacket, parsePacket } from "./packet.js";
 import {
@@ -198,8 +198,7 @@ async function main(init: WorkerInit): Promise<void> {
   const count = Math.max(1, cfg.queueCount ?? 1);
   if (count > 1) {
     // The kernel queues a packet to queueNum + (cpu % count): serve those CPUs from here.
-    const cpus: number[] = [];
-    for (let cpu = init.index; cpu < availableParallelism(); cpu += count) cpus.push(cpu);
+    const cpus = allowedCpus().filter((cpu) => cpu % count === init.index);
     let pinned = false;
     try {
       pinned = pinThisThread(cpus);
