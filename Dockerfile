@@ -6,6 +6,12 @@ RUN npm ci --no-fund --no-audit
 COPY tsconfig.json ./
 COPY src ./src
 RUN npm run build
+# The chained CNI plugin runs on the node itself, outside this image: link it statically.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY cni ./cni
+RUN gcc -O2 -Wall -static -o cni/podwall-cni cni/podwall-cni.c
 
 FROM node:20-bookworm-slim
 # Kernel tools podwall drives (it picks the nft or legacy backend the host already uses).
@@ -17,6 +23,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-fund --no-audit && npm cache clean --force
 COPY --from=build /src/dist ./dist
+COPY --from=build /src/cni/podwall-cni ./cni/podwall-cni
 COPY examples ./examples
 COPY src/dataplane/lab/podagent.py ./src/dataplane/lab/podagent.py
 ENTRYPOINT ["node", "/app/dist/cli/main.js"]

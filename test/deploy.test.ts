@@ -59,6 +59,27 @@ describe("deploy/kind/podwall.yaml", () => {
       can("networking.k8s.io", "networkpolicies"),
     ]).toEqual([true, true, true, true]);
   });
+
+  it("installs the chained CNI plugin where the agent's socket and the node's CNI directories meet", () => {
+    const init = ds.spec.template.spec.initContainers.find((i: { name: string }) => i.name === "install-cni");
+    const help = spawnSync(process.execPath, [join(ROOT, "dist/cli/main.js"), "cni", "install", "--help"], {
+      encoding: "utf8",
+    }).stdout;
+    expect(init.args.slice(0, 2)).toEqual(["cni", "install"]);
+    for (const a of init.args.slice(2)) expect(help).toContain(a.split("=")[0]);
+    const arg = (list: string[], flag: string) => list.find((a) => a.startsWith(`${flag}=`))?.split("=")[1];
+    const vols = ds.spec.template.spec.volumes as { name: string; hostPath: { path: string } }[];
+    const hostPathOf = (mounts: { name: string; mountPath: string }[], dir: string) => {
+      const m = mounts.find((x) => dir === x.mountPath || dir.startsWith(`${x.mountPath}/`));
+      return m && `${vols.find((v) => v.name === m.name)!.hostPath.path}${dir.slice(m.mountPath.length)}`;
+    };
+    expect(hostPathOf(init.volumeMounts, arg(init.args, "--bin-dir")!)).toBe("/opt/cni/bin");
+    expect(hostPathOf(init.volumeMounts, arg(init.args, "--conf-dir")!)).toBe("/etc/cni/net.d");
+    // The plugin's default socket path, on the host, is where the agent listens.
+    const plugin = readFileSync(join(ROOT, "cni/podwall-cni.c"), "utf8");
+    const defaultSocket = /#define DEFAULT_SOCKET "([^"]+)"/.exec(plugin)![1];
+    expect(hostPathOf(c.volumeMounts, arg(c.args, "--cni-socket")!)).toBe(defaultSocket);
+  });
 });
 
 describe("Dockerfile", () => {
@@ -67,5 +88,7 @@ describe("Dockerfile", () => {
     for (const pkg of ["iptables", "ipset", "libnetfilter-queue1", "iproute2"]) expect(d).toContain(pkg);
     expect(d).toContain('ENTRYPOINT ["node", "/app/dist/cli/main.js"]');
     expect(d).toMatch(/FROM node:20/);
+    expect(d).toMatch(/gcc .*-static -o cni\/podwall-cni cni\/podwall-cni\.c/);
+    expect(d).toContain("COPY --from=build /src/cni/podwall-cni ./cni/podwall-cni");
   });
 });

@@ -13,7 +13,9 @@ import { pino } from "pino";
 import { PolicyTable } from "../compiler/table.js";
 import { KernelApplier } from "../dataplane/apply.js";
 import { loadLab } from "../dataplane/lab/lab.js";
-import type { ClusterSource } from "./cluster-events.js";
+import type { ClusterSink, ClusterSource } from "./cluster-events.js";
+import { CniAdmission } from "./cni-admission.js";
+import { startCniServer } from "./cni-server.js";
 import { startHealthServer } from "./health.js";
 import { RoutedLocalPods } from "./local-pods.js";
 import { createLogger, type Logger } from "./log.js";
@@ -43,6 +45,10 @@ export interface AgentOptions {
   /** Write logs to this file instead of stderr (the demo keeps the terminal for its matrix). */
   logFile?: string;
   denyLogPerSecond: number;
+  /** Serve the chained CNI plugin on this unix socket (off when unset). */
+  cniSocket?: string;
+  /** How long a CNI ADD may wait for its pod to be known and programmed. */
+  cniWaitSeconds?: number;
 }
 
 export class Agent {
@@ -53,6 +59,8 @@ export class Agent {
   source!: ClusterSource;
   applier!: KernelApplier;
   private server: Server | undefined;
+  private cniServer: Server | undefined;
+  cni: CniAdmission | undefined;
   private userspace: UserspaceVerdicts | undefined;
   private tick = Date.now();
   private ticker: NodeJS.Timeout | undefined;
@@ -149,7 +157,17 @@ export class Agent {
       },
       "podwall agent starting",
     );
-    await this.source.start(this.reconciler);
+    let sink: ClusterSink = this.reconciler;
+    if (o.cniSocket) {
+      this.cni = new CniAdmission({
+        reconciler: this.reconciler,
+        log: this.log,
+        waitMs: (o.cniWaitSeconds ?? 30) * 1000,
+      });
+      sink = this.cni;
+      this.cniServer = await startCniServer(o.cniSocket, this.cni, this.metrics, this.log);
+    }
+    await this.source.start(sink);
   }
 
   private exportSourceStatus(): void {
@@ -166,6 +184,7 @@ export class Agent {
     if (this.ticker) clearInterval(this.ticker);
     if (this.statusTimer) clearInterval(this.statusTimer);
     this.server?.close();
+    this.cniServer?.close();
     if (this.opts.cleanupOnExit) {
       const removed = await this.applier.cleanup();
       this.log.info(removed, "removed podwall's kernel state");

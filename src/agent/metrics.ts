@@ -56,6 +56,18 @@ export function createMetrics(withProcessMetrics = true) {
       help: "Syncs attempted, by result",
       labelNames: ["result"],
     }),
+    cniAdds: new Counter({
+      ...r,
+      name: "podwall_cni_adds_total",
+      help: "Pod sandbox ADDs held by the chained CNI plugin until the pod was programmed, by result",
+      labelNames: ["result"],
+    }),
+    cniAddDuration: new Histogram({
+      ...r,
+      name: "podwall_cni_add_duration_seconds",
+      help: "How long a CNI ADD waited for the pod to be known and programmed",
+      buckets: latencyBuckets,
+    }),
     applyErrors: new Counter({
       ...r,
       name: "podwall_apply_errors_total",

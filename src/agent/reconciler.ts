@@ -59,6 +59,10 @@ export class Reconciler implements ClusterSink {
   lastStats: ApplyStats | undefined;
   lastError: Error | undefined;
   heartbeat = Date.now();
+  /** Keys of the local pods the last successful sync programmed for. */
+  lastLocal: ReadonlySet<string> = new Set();
+  private started = 0;
+  private syncWaiters: { after: number; resolve: () => void }[] = [];
 
   constructor(opts: ReconcilerOptions) {
     this.o = { batchDelayMs: 20, resyncIntervalMs: 300_000, maxBackoffMs: 10_000, ...opts };
@@ -197,7 +201,19 @@ export class Reconciler implements ClusterSink {
     await this.running;
   }
 
+  /**
+   * Resolves after the next successful sync that starts after this call, so it includes every
+   * change made before it (the CNI admission waits on this).
+   */
+  nextSync(): Promise<void> {
+    const after = this.started;
+    const p = new Promise<void>((resolve) => this.syncWaiters.push({ after, resolve }));
+    this.schedule(0);
+    return p;
+  }
+
   private async syncOnce(): Promise<void> {
+    const seq = ++this.started;
     this.heartbeat = Date.now();
     const t0 = performance.now();
     const batch = this.pending;
@@ -214,6 +230,12 @@ export class Reconciler implements ClusterSink {
       this.failures = 0;
       this.lastSyncOk = true;
       this.programmedOnce = true;
+      this.lastLocal = new Set(local.map((p) => p.key));
+      this.syncWaiters = this.syncWaiters.filter((w) => {
+        if (w.after >= seq) return true;
+        w.resolve();
+        return false;
+      });
       for (const t of batch) metrics.enforceLatency.observe((done - t) / 1000);
       metrics.syncDuration.observe((done - t0) / 1000);
       metrics.applyDuration.observe(stats.ms / 1000);

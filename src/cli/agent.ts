@@ -40,6 +40,15 @@ export function registerAgent(program: Command): void {
     .option("--deny-action <action>", "DROP or REJECT for denied packets (iptables mode)", "DROP")
     .option("--service-cidr <cidr>", "IPVS ClusterIP range: judged after translation (repeatable)", collect)
     .option("--deny-logs-per-second <n>", "nfqueue: deny log lines per second before suppression", "20")
+    .option(
+      "--cni-socket <path>",
+      "serve the chained CNI plugin (podwall-cni) here: a pod's ADD waits until its rules are programmed",
+    )
+    .option(
+      "--cni-wait-seconds <s>",
+      "how long a CNI ADD may wait for its pod to be known and programmed",
+      "30",
+    )
     .option("--log-level <level>", "trace, debug, info, warn or error", "info")
     .action(
       action(async (o: Record<string, string | boolean | string[] | undefined>) => {
@@ -67,6 +76,8 @@ export function registerAgent(program: Command): void {
           serviceCIDRs: (o.serviceCidr as string[] | undefined) ?? [],
           logLevel: o.logLevel as string,
           denyLogPerSecond: Number(o.denyLogsPerSecond),
+          cniSocket: (o.cniSocket as string | undefined) || undefined,
+          cniWaitSeconds: positive("--cni-wait-seconds", o.cniWaitSeconds as string),
         });
         let stopping = false;
         const stop = async (sig: string) => {
@@ -82,4 +93,10 @@ export function registerAgent(program: Command): void {
         await new Promise(() => {}); // Run until a signal.
       }),
     );
+}
+
+function positive(flag: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${flag} must be a positive number, got ${v}`);
+  return n;
 }

@@ -5,6 +5,7 @@
  */
 import { Command } from "commander";
 import { registerAgent } from "./agent.js";
+import { registerCni } from "./cni.js";
 import { registerDataplane } from "./dataplane.js";
 import { registerDemo } from "./demo.js";
 import { registerLab } from "./lab.js";
@@ -26,4 +27,5 @@ registerDataplane(program);
 registerLab(program);
 registerAgent(program);
 registerDemo(program);
+registerCni(program);
 await program.parseAsync(process.argv);

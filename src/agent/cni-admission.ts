@@ -1,0 +1,189 @@
+/**
+ * cni-admission: closes the window between a pod's network coming up and its policy being enforced.
+ *
+ * Owns: the ADD half of the chained CNI plugin (cni/podwall-cni.c forwards the runtime's request
+ * here): wait until the pod is known, feed the addresses the network plugin just assigned into the
+ * table (the API server learns them only later, from the kubelet), wait for a sync that programs
+ * them, and answer with the previous plugin's result. Those addresses are kept as a hint until the
+ * pod's status carries its own, so an update without addresses does not unprogram the pod.
+ * May not: program anything itself (the reconciler does) or answer an ADD before the kernel holds
+ * the pod's rules; on timeout the ADD fails and the kubelet retries the sandbox.
+ */
+import type { V1NetworkPolicy } from "@kubernetes/client-node";
+import { canonicalIP } from "../compiler/ip.js";
+import type { NamespaceInfo, PodInfo } from "../compiler/model.js";
+import type { ClusterSink, ObjectKind } from "./cluster-events.js";
+import type { Logger } from "./log.js";
+import type { Reconciler } from "./reconciler.js";
+
+export interface CniAddRequest {
+  containerId: string;
+  netns: string;
+  ifName: string;
+  /** CNI_ARGS: "K8S_POD_NAMESPACE=x;K8S_POD_NAME=y;..." */
+  args: string;
+  /** The network configuration the runtime passed on stdin, with prevResult. */
+  config: string;
+}
+
+/** A CNI error (spec codes: 4 invalid configuration, 11 try again later). */
+export class CniError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface CniAdmissionOptions {
+  reconciler: Reconciler;
+  log: Logger;
+  /** How long an ADD may wait for the pod to be known and programmed. */
+  waitMs: number;
+}
+
+interface Parsed {
+  cniVersion: string;
+  prevResult: Record<string, unknown>;
+  ips: string[];
+}
+
+function parseConfig(text: string): Parsed {
+  let conf: { cniVersion?: unknown; prevResult?: { ips?: { address?: unknown }[] } };
+  try {
+    conf = JSON.parse(text);
+  } catch (e) {
+    throw new CniError(4, `network configuration is not JSON: ${(e as Error).message}`);
+  }
+  if (!conf || typeof conf !== "object" || !conf.prevResult || typeof conf.prevResult !== "object")
+    throw new CniError(
+      4,
+      "no prevResult: podwall-cni must be chained after the plugin that sets up the network",
+    );
+  const ips: string[] = [];
+  for (const ip of conf.prevResult.ips ?? []) {
+    const addr = typeof ip?.address === "string" ? canonicalIP(ip.address.split("/")[0]) : undefined;
+    if (addr) ips.push(addr);
+  }
+  return {
+    cniVersion: typeof conf.cniVersion === "string" ? conf.cniVersion : "1.0.0",
+    prevResult: conf.prevResult as Record<string, unknown>,
+    ips,
+  };
+}
+
+function podOf(args: string): { namespace: string; name: string } | undefined {
+  const kv = new Map(
+    args
+      .split(";")
+      .map((p) => p.split("="))
+      .filter((p) => p.length === 2)
+      .map(([k, v]) => [k.trim(), v.trim()] as [string, string]),
+  );
+  const namespace = kv.get("K8S_POD_NAMESPACE");
+  const name = kv.get("K8S_POD_NAME");
+  return namespace && name ? { namespace, name } : undefined;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Sits between the cluster source and the reconciler; everything but pod addresses passes through. */
+export class CniAdmission implements ClusterSink {
+  private readonly hints = new Map<string, readonly string[]>();
+
+  constructor(private readonly o: CniAdmissionOptions) {}
+
+  get hinted(): number {
+    return this.hints.size;
+  }
+
+  upsertPod(pod: PodInfo): void {
+    const key = `${pod.namespace}/${pod.name}`;
+    const hint = this.hints.get(key);
+    if (hint && pod.ips.length === 0) {
+      this.o.reconciler.upsertPod({ ...pod, ips: hint });
+      return;
+    }
+    if (hint) this.hints.delete(key); // The status carries addresses now: they win.
+    this.o.reconciler.upsertPod(pod);
+  }
+
+  deletePod(namespace: string, name: string): void {
+    this.hints.delete(`${namespace}/${name}`);
+    this.o.reconciler.deletePod(namespace, name);
+  }
+
+  upsertNamespace(ns: NamespaceInfo): void {
+    this.o.reconciler.upsertNamespace(ns);
+  }
+  deleteNamespace(name: string): void {
+    this.o.reconciler.deleteNamespace(name);
+  }
+  upsertPolicy(policy: V1NetworkPolicy): void {
+    this.o.reconciler.upsertPolicy(policy);
+  }
+  deletePolicy(namespace: string, name: string): void {
+    this.o.reconciler.deletePolicy(namespace, name);
+  }
+  rejected(kind: ObjectKind, key: string, error: Error): void {
+    this.o.reconciler.rejected(kind, key, error);
+  }
+  synced(): void {
+    this.o.reconciler.synced();
+  }
+
+  /** Handle one ADD; resolves with the result to print, rejects with a CniError. */
+  async add(
+    req: CniAddRequest,
+  ): Promise<{ result: Record<string, unknown>; pod?: string; waitedMs: number }> {
+    const t0 = performance.now();
+    const conf = parseConfig(req.config);
+    const result = { ...conf.prevResult, cniVersion: conf.cniVersion };
+    const pod = podOf(req.args);
+    // Not a Kubernetes pod (no K8S_POD_* args): nothing podwall knows to enforce.
+    if (!pod) return { result, waitedMs: 0 };
+    const key = `${pod.namespace}/${pod.name}`;
+    const r = this.o.reconciler;
+    const deadline = Date.now() + this.o.waitMs;
+    const left = () => deadline - Date.now();
+
+    // 1. The pod object must be known (the informer may lag the kubelet by a moment).
+    while (!r.table.pod(key)) {
+      if (left() <= 0) throw new CniError(11, `pod ${key} is not known to the podwall agent yet`);
+      await sleep(Math.min(25, left()));
+    }
+    // 2. The addresses the network plugin assigned, until the pod's status reports them.
+    const rec = r.table.pod(key)!;
+    if (conf.ips.length && rec.info.ips.length === 0) {
+      this.hints.set(key, conf.ips);
+      r.upsertPod({ ...rec.info, ips: conf.ips });
+    }
+    // 3. A sync that starts after that, and has the pod among the local pods if policy isolates it.
+    for (;;) {
+      const synced = await Promise.race([
+        r.nextSync().then(() => true),
+        sleep(Math.max(0, left())).then(() => false),
+      ]);
+      if (!synced) throw new CniError(11, `pod ${key}: no successful sync within ${this.o.waitMs} ms`);
+      const now = r.table.pod(key);
+      const id = now?.identity;
+      const isolated =
+        !!id && (r.table.isolating(id, "ingress").length > 0 || r.table.isolating(id, "egress").length > 0);
+      if (!isolated || r.lastLocal.has(key)) break;
+      // Isolated but not programmed: its interface was not found yet (route not there). Try again.
+      if (left() <= 0)
+        throw new CniError(
+          11,
+          `pod ${key}: no route to ${conf.ips.join(", ") || "its addresses"} on this node`,
+        );
+      await sleep(Math.min(50, left()));
+    }
+    const waitedMs = performance.now() - t0;
+    this.o.log.info(
+      { pod: key, ips: conf.ips, containerId: req.containerId, waitedMs: Math.round(waitedMs) },
+      "cni add: pod programmed",
+    );
+    return { result, pod: key, waitedMs };
+  }
+}
