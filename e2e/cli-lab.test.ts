@@ -3,6 +3,7 @@
  * dataplanes) must match `podwall simulate -f ... -o json` in every cell, and leave no namespace.
  */
 import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { run } from "../src/dataplane/exec.js";
@@ -42,4 +43,28 @@ describe.each(["iptables", "nfqueue"])("podwall lab probe --dataplane %s", (data
     expect(sim.results.some((r) => !r.allowed)).toBe(true);
     expect((await run("ip", ["netns", "list"])).stdout).not.toMatch(/pwl-pr/);
   }, 150_000);
+});
+
+describe("podwall lab up / probe --name / down", () => {
+  it("probes a running lab like simulate, and down leaves no namespace and no state behind", async () => {
+    const name = `cl${process.pid.toString(36)}`.slice(0, 12);
+    const demo = join(ROOT, "examples/demo");
+    const up = spawnSync(process.execPath, [CLI, "lab", "up", "-f", demo, "--name", name], {
+      encoding: "utf8",
+    });
+    try {
+      expect(up.status, up.stderr).toBe(0);
+      // No rules programmed: a bare lab lets everything through, whatever the policies say.
+      const probe = json(["lab", "probe", "--name", name, "--port", "5432/TCP", "-o", "json"]);
+      expect(probe.results.length).toBeGreaterThan(0);
+      expect(probe.results.every((r) => r.allowed)).toBe(true);
+    } finally {
+      const down = spawnSync(process.execPath, [CLI, "lab", "down", "--name", name], { encoding: "utf8" });
+      expect(down.status, down.stderr).toBe(0);
+    }
+    expect((await run("ip", ["netns", "list"])).stdout).not.toContain(`pwl-${name}-`);
+    const state = "/run/podwall/lab";
+    const left = existsSync(state) ? readdirSync(state).filter((f) => f.startsWith(`${name}.`)) : [];
+    expect(left).toEqual([]);
+  }, 60_000);
 });

@@ -7,7 +7,7 @@
  * `allowed` is what real packets did; `ingress`/`egress` are the compiled table's view, for context.
  * May not: touch the host network namespace: everything runs inside the lab's namespaces.
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Command } from "commander";
 import type { ManifestSet } from "../agent/sources/manifests.js";
@@ -35,14 +35,13 @@ import {
   type ProbeRequest,
   probe,
 } from "../dataplane/lab/lab.js";
+import { LAB_STATE_DIR as STATE_DIR } from "../dataplane/lab/state.js";
 import { defaultQueueThreads } from "../dataplane/nfqueue/queue.js";
 import { renderNode } from "../dataplane/render.js";
 import { podInterfaces } from "../dataplane/routes.js";
 import { action, collect, UsageError } from "./errors.js";
 import { loadForCli, parsePorts } from "./simulate.js";
 import { startUserspaceInNetns, type UserspaceHandle } from "./userspace-lab.js";
-
-const STATE_DIR = "/run/podwall/lab";
 
 /** Lab pods for a manifest set: pods with addresses (hostNetwork pods share the node's, so skip them). */
 export function labPodsFor(set: ManifestSet, ports: readonly PortProto[]): LabPodSpec[] {
@@ -161,6 +160,7 @@ export function registerLab(program: Command): void {
     .action(
       action(async (opts: { name: string }) => {
         await labDown(opts.name);
+        rmSync(`${STATE_DIR}/${opts.name}.manifests.json`, { force: true });
         process.stdout.write(`lab ${opts.name} removed\n`);
       }),
     );
