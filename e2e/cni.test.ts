@@ -19,7 +19,7 @@ import { declaredPorts } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { type LabState, labDown, labUp, type ProbeRequest, probe } from "../src/dataplane/lab/lab.js";
 import { shortHash } from "../src/dataplane/render.js";
-import { until } from "../test/support/agent-process.js";
+import { freePort, until } from "../test/support/agent-process.js";
 import { onJsonLines } from "../test/support/json-lines.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -38,6 +38,13 @@ let plugin: string;
 let socket: string;
 let lab: LabState | undefined;
 let agent: ChildProcess | undefined;
+let confDir: string;
+let metricsPort: number;
+const KINDNET = {
+  cniVersion: "0.3.1",
+  name: "kindnet",
+  plugins: [{ type: "ptp", ipam: { type: "host-local" } }, { type: "portmap" }],
+};
 const logs: Record<string, unknown>[] = [];
 
 const prevResult = {
@@ -96,11 +103,13 @@ beforeAll(async () => {
   lab = await labUp(LAB, labPodsFor(full, declaredPorts(full.pods)));
   const cluster = join(src, "00-cluster.yaml");
   writeFileSync(cluster, withoutDbIp(readFileSync(cluster, "utf8")));
-  agent = spawn(
-    process.execPath,
-    [CLI, "agent", "--source", src, "--lab", LAB, "--cni-socket", socket, "--cni-wait-seconds", "3"],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
+  confDir = join(dir, "net.d");
+  mkdirSync(confDir);
+  writeFileSync(join(confDir, "10-kindnet.conflist"), JSON.stringify(KINDNET));
+  metricsPort = await freePort();
+  const args = ["--source", src, "--lab", LAB, "--cni-socket", socket, "--cni-wait-seconds", "3"];
+  args.push("--cni-conf-dir", confDir, "--metrics-addr", `127.0.0.1:${metricsPort}`);
+  agent = spawn(process.execPath, [CLI, "agent", ...args], { stdio: ["ignore", "ignore", "pipe"] });
   onJsonLines(agent.stderr!, (l) => logs.push(l));
   if (!(await until(() => logs.some((l) => l.msg === "sync"), 20_000)))
     throw new Error(`the agent never synced: ${JSON.stringify(logs.slice(-5))}`);
@@ -189,6 +198,30 @@ describe("chained CNI plugin (podwall-cni) with the real agent", () => {
     // Not a Kubernetes pod: nothing to enforce, the previous result passes through.
     const plain = callPlugin("ADD", "IgnoreUnknown=1", conf);
     expect([plain.code, plain.json]).toEqual([0, { ...prevResult, cniVersion: "1.0.0" }]);
+  });
+});
+
+describe("the agent keeps podwall-cni chained (--cni-conf-dir)", () => {
+  const chained = () =>
+    JSON.parse(readFileSync(join(confDir, "10-kindnet.conflist"), "utf8")).plugins.map(
+      (p: { type: string }) => p.type,
+    );
+  const rechained = async () => {
+    const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text());
+    return Number(/^podwall_cni_rechained_total (\S+)$/m.exec(text)?.[1]);
+  };
+
+  it("chains itself at start, and again when the network plugin rewrites its conflist", async () => {
+    expect(chained()).toEqual(["ptp", "portmap", "podwall-cni"]);
+    expect(await rechained()).toBe(0);
+    // The network plugin writes its file afresh (a restart, say), without our entry.
+    writeFileSync(join(confDir, "10-kindnet.conflist"), JSON.stringify(KINDNET));
+    expect(await until(() => chained().includes("podwall-cni"), 15_000)).toBe(true);
+    expect(chained()).toEqual(["ptp", "portmap", "podwall-cni"]);
+    expect(await until(async () => (await rechained()) === 1, 5000)).toBe(true);
+    expect(
+      logs.some((l) => l.msg === "podwall-cni was missing from the CNI configuration; chained it again"),
+    ).toBe(true);
   });
 });
 

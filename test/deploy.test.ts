@@ -79,6 +79,7 @@ describe("deploy/kind/podwall.yaml", () => {
     const plugin = readFileSync(join(ROOT, "cni/podwall-cni.c"), "utf8");
     const defaultSocket = /#define DEFAULT_SOCKET "([^"]+)"/.exec(plugin)![1];
     expect(hostPathOf(c.volumeMounts, arg(c.args, "--cni-socket")!)).toBe(defaultSocket);
+    expect(hostPathOf(c.volumeMounts, arg(c.args, "--cni-conf-dir")!)).toBe("/etc/cni/net.d");
   });
 });
 

@@ -15,6 +15,7 @@ import { KernelApplier } from "../dataplane/apply.js";
 import { loadLab } from "../dataplane/lab/lab.js";
 import type { ClusterSink, ClusterSource } from "./cluster-events.js";
 import { CniAdmission } from "./cni-admission.js";
+import { CniChainKeeper } from "./cni-chain-keeper.js";
 import { startCniServer } from "./cni-server.js";
 import { startHealthServer } from "./health.js";
 import { RoutedLocalPods } from "./local-pods.js";
@@ -49,6 +50,8 @@ export interface AgentOptions {
   cniSocket?: string;
   /** How long a CNI ADD may wait for its pod to be known and programmed. */
   cniWaitSeconds?: number;
+  /** Keep podwall-cni chained in the first conflist of this directory. */
+  cniConfDir?: string;
 }
 
 export class Agent {
@@ -61,6 +64,7 @@ export class Agent {
   private server: Server | undefined;
   private cniServer: Server | undefined;
   cni: CniAdmission | undefined;
+  private cniKeeper: CniChainKeeper | undefined;
   private userspace: UserspaceVerdicts | undefined;
   private tick = Date.now();
   private ticker: NodeJS.Timeout | undefined;
@@ -167,6 +171,10 @@ export class Agent {
       sink = this.cni;
       this.cniServer = await startCniServer(o.cniSocket, this.cni, this.metrics, this.log);
     }
+    if (o.cniConfDir) {
+      this.cniKeeper = new CniChainKeeper(o.cniConfDir, this.metrics, this.log);
+      this.cniKeeper.start();
+    }
     await this.source.start(sink);
   }
 
@@ -185,6 +193,7 @@ export class Agent {
     if (this.statusTimer) clearInterval(this.statusTimer);
     this.server?.close();
     this.cniServer?.close();
+    this.cniKeeper?.stop();
     if (this.opts.cleanupOnExit) {
       const removed = await this.applier.cleanup();
       this.log.info(removed, "removed podwall's kernel state");

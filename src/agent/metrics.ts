@@ -62,6 +62,11 @@ export function createMetrics(withProcessMetrics = true) {
       help: "Pod sandbox ADDs held by the chained CNI plugin until the pod was programmed, by result",
       labelNames: ["result"],
     }),
+    cniRechained: new Counter({
+      ...r,
+      name: "podwall_cni_rechained_total",
+      help: "Times podwall-cni was found missing from the node's CNI configuration and chained again",
+    }),
     cniAddDuration: new Histogram({
       ...r,
       name: "podwall_cni_add_duration_seconds",

@@ -41,6 +41,10 @@ export function registerAgent(program: Command): void {
     .option("--service-cidr <cidr>", "IPVS ClusterIP range: judged after translation (repeatable)", collect)
     .option("--deny-logs-per-second <n>", "nfqueue: deny log lines per second before suppression", "20")
     .option(
+      "--cni-conf-dir <dir>",
+      "keep podwall-cni chained in the first .conflist here (a network plugin may rewrite its file)",
+    )
+    .option(
       "--cni-socket <path>",
       "serve the chained CNI plugin (podwall-cni) here: a pod's ADD waits until its rules are programmed",
     )
@@ -77,6 +81,7 @@ export function registerAgent(program: Command): void {
           logLevel: o.logLevel as string,
           denyLogPerSecond: Number(o.denyLogsPerSecond),
           cniSocket: (o.cniSocket as string | undefined) || undefined,
+          cniConfDir: (o.cniConfDir as string | undefined) || undefined,
           cniWaitSeconds: positive("--cni-wait-seconds", o.cniWaitSeconds as string),
         });
         let stopping = false;

@@ -3,6 +3,7 @@
  * a lab node, with its JSON log lines handed to a callback. Shared by the agent e2e suite and bench.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { onJsonLines } from "./json-lines.js";
 
@@ -33,4 +34,16 @@ export async function until(pred: () => boolean | Promise<boolean>, ms = 5000, s
     await new Promise((r) => setTimeout(r, step));
   }
   return pred();
+}
+
+/** A TCP port on 127.0.0.1 nobody listens on right now (for an agent's --metrics-addr). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
 }
