@@ -5,7 +5,8 @@
  * here): wait until the pod is known, feed the addresses the network plugin just assigned into the
  * table (the API server learns them only later, from the kubelet), wait for a sync that programs
  * them, and answer with the previous plugin's result. Those addresses are kept as a hint until the
- * pod's status carries its own, so an update without addresses does not unprogram the pod.
+ * pod's status reports the same ones, so an update without addresses (or with a replaced sandbox's
+ * old ones) does not unprogram the pod or leave its new address unprotected.
  * May not: program anything itself (the reconciler does) or answer an ADD before the kernel holds
  * the pod's rules; on timeout the ADD fails and the kubelet retries the sandbox.
  */
@@ -86,6 +87,10 @@ function podOf(args: string): { namespace: string; name: string } | undefined {
   return namespace && name ? { namespace, name } : undefined;
 }
 
+function sameAddresses(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((ip) => b.includes(ip));
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Sits between the cluster source and the reconciler; everything but pod addresses passes through. */
@@ -101,11 +106,12 @@ export class CniAdmission implements ClusterSink {
   upsertPod(pod: PodInfo): void {
     const key = `${pod.namespace}/${pod.name}`;
     const hint = this.hints.get(key);
-    if (hint && pod.ips.length === 0) {
+    if (hint && !sameAddresses(pod.ips, hint)) {
+      // No addresses yet, or those of a sandbox that is gone: the network plugin's word stands.
       this.o.reconciler.upsertPod({ ...pod, ips: hint });
       return;
     }
-    if (hint) this.hints.delete(key); // The status carries addresses now: they win.
+    if (hint) this.hints.delete(key); // The status reports the same addresses now: it takes over.
     this.o.reconciler.upsertPod(pod);
   }
 
@@ -155,7 +161,7 @@ export class CniAdmission implements ClusterSink {
     }
     // 2. The addresses the network plugin assigned, until the pod's status reports them.
     const rec = r.table.pod(key)!;
-    if (conf.ips.length && rec.info.ips.length === 0) {
+    if (conf.ips.length && !sameAddresses(rec.info.ips, conf.ips)) {
       this.hints.set(key, conf.ips);
       r.upsertPod({ ...rec.info, ips: conf.ips });
     }
