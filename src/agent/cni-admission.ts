@@ -167,11 +167,8 @@ export class CniAdmission implements ClusterSink {
     }
     // 3. A sync that starts after that, and has the pod among the local pods if policy isolates it.
     for (;;) {
-      const synced = await Promise.race([
-        r.nextSync().then(() => true),
-        sleep(Math.max(0, left())).then(() => false),
-      ]);
-      if (!synced) throw new CniError(11, `pod ${key}: no successful sync within ${this.o.waitMs} ms`);
+      if (!(await r.nextSync(left())))
+        throw new CniError(11, `pod ${key}: no successful sync within ${this.o.waitMs} ms`);
       const now = r.table.pod(key);
       const id = now?.identity;
       const isolated =

@@ -202,14 +202,29 @@ export class Reconciler implements ClusterSink {
   }
 
   /**
-   * Resolves after the next successful sync that starts after this call, so it includes every
-   * change made before it (the CNI admission waits on this).
+   * True after the next successful sync that starts after this call, so it includes every change
+   * made before it (the CNI admission waits on this); false if none succeeds within `timeoutMs`.
    */
-  nextSync(): Promise<void> {
+  nextSync(timeoutMs: number): Promise<boolean> {
     const after = this.started;
-    const p = new Promise<void>((resolve) => this.syncWaiters.push({ after, resolve }));
-    this.schedule(0);
-    return p;
+    return new Promise<boolean>((resolve) => {
+      const waiter = {
+        after,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve(true);
+        },
+      };
+      const timer = setTimeout(
+        () => {
+          this.syncWaiters = this.syncWaiters.filter((w) => w !== waiter);
+          resolve(false);
+        },
+        Math.max(0, timeoutMs),
+      );
+      this.syncWaiters.push(waiter);
+      this.schedule(0);
+    });
   }
 
   private async syncOnce(): Promise<void> {
