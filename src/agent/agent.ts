@@ -22,6 +22,7 @@ import { RoutedLocalPods } from "./local-pods.js";
 import { createLogger, type Logger } from "./log.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { Reconciler } from "./reconciler.js";
+import { EstablishedRevoker } from "./revoker.js";
 import { FileSource } from "./sources/file-source.js";
 import { KubeSource } from "./sources/kube-source.js";
 import { UserspaceVerdicts } from "./userspace.js";
@@ -52,6 +53,8 @@ export interface AgentOptions {
   cniWaitSeconds?: number;
   /** Keep podwall-cni chained in the first conflist of this directory. */
   cniConfDir?: string;
+  /** After a policy change, delete the conntrack entries of connections the new policy denies. */
+  revokeEstablished?: boolean;
 }
 
 export class Agent {
@@ -65,6 +68,7 @@ export class Agent {
   private cniServer: Server | undefined;
   cni: CniAdmission | undefined;
   private cniKeeper: CniChainKeeper | undefined;
+  private revoker: EstablishedRevoker | undefined;
   private userspace: UserspaceVerdicts | undefined;
   private tick = Date.now();
   private ticker: NodeJS.Timeout | undefined;
@@ -106,6 +110,13 @@ export class Agent {
         denyLogPerSecond: o.denyLogPerSecond,
       });
     }
+    if (o.revokeEstablished)
+      this.revoker = new EstablishedRevoker({
+        table: this.table,
+        netns,
+        metrics: this.metrics,
+        log: this.log,
+      });
     this.reconciler = new Reconciler({
       table: this.table,
       applier: this.applier,
@@ -123,6 +134,7 @@ export class Agent {
       batchDelayMs: o.batchDelayMs,
       resyncIntervalMs: o.resyncSeconds * 1000,
       beforeApply: this.userspace ? (t) => this.userspace!.publish(t) : undefined,
+      afterSync: this.revoker ? () => this.revoker!.request() : undefined,
     });
     this.source = o.source
       ? new FileSource(o.source)
@@ -189,6 +201,7 @@ export class Agent {
     this.log.info({ cleanup: this.opts.cleanupOnExit }, "stopping");
     await this.source?.stop();
     await this.reconciler?.stop();
+    await this.revoker?.idle();
     if (this.ticker) clearInterval(this.ticker);
     if (this.statusTimer) clearInterval(this.statusTimer);
     this.server?.close();

@@ -62,6 +62,12 @@ export function createMetrics(withProcessMetrics = true) {
       help: "Pod sandbox ADDs held by the chained CNI plugin until the pod was programmed, by result",
       labelNames: ["result"],
     }),
+    revokedConnections: new Counter({
+      ...r,
+      name: "podwall_revoked_connections_total",
+      help: "Established connections whose conntrack entry was deleted because policy now denies them (--revoke-established)",
+      labelNames: ["protocol"],
+    }),
     cniRechained: new Counter({
       ...r,
       name: "podwall_cni_rechained_total",

@@ -34,6 +34,10 @@ export function registerAgent(program: Command): void {
       "--fail-closed",
       "nfqueue: isolated pods get no new connections while no verdict program runs (default: fail-open)",
     )
+    .option(
+      "--revoke-established",
+      "after a policy change, cut established connections the new policy denies (default: let them finish)",
+    )
     .option("--cleanup-on-exit", "remove podwall's kernel state on SIGTERM (default: leave it enforcing)")
     .option("--resync-seconds <s>", "re-read the kernel and repair drift this often", "300")
     .option("--batch-delay-ms <ms>", "coalesce changes for this long before programming", "20")
@@ -82,6 +86,7 @@ export function registerAgent(program: Command): void {
           denyLogPerSecond: Number(o.denyLogsPerSecond),
           cniSocket: (o.cniSocket as string | undefined) || undefined,
           cniConfDir: (o.cniConfDir as string | undefined) || undefined,
+          revokeEstablished: !!o.revokeEstablished,
           cniWaitSeconds: positive("--cni-wait-seconds", o.cniWaitSeconds as string),
         });
         let stopping = false;

@@ -1,0 +1,81 @@
+/**
+ * revoker: `--revoke-established`. After a sync that changed the table, connections the new table
+ * denies lose their conntrack entry, so their next packet is judged as new and dropped.
+ *
+ * Owns: choosing which entries to delete (decide() on the flow as policy sees it, after DNAT),
+ * sparing flows from the node's own addresses (exempt on ingress, as in the rules), and one pass at
+ * a time. Without this flag podwall, like Calico and Antrea, lets established connections finish.
+ * May not: run iptables or change rules; it only deletes conntrack entries.
+ */
+import { decide } from "../compiler/engine.js";
+import type { PolicyTable } from "../compiler/table.js";
+import { deleteFlow, listFlows } from "../dataplane/conntrack.js";
+import { run } from "../dataplane/exec.js";
+import type { Logger } from "./log.js";
+import type { Metrics } from "./metrics.js";
+
+async function localAddresses(netns?: string): Promise<Set<string>> {
+  const r = await run("ip", ["-j", "addr", "show"], { netns, allowFail: true });
+  const out = new Set<string>();
+  try {
+    for (const link of JSON.parse(r.stdout || "[]") as { addr_info?: { local?: string }[] }[])
+      for (const a of link.addr_info ?? []) if (a.local) out.add(a.local);
+  } catch {
+    // No addresses known: nothing is spared as the node's own; the pass still judges every flow.
+  }
+  return out;
+}
+
+export class EstablishedRevoker {
+  private generation = -1;
+  private running: Promise<void> | undefined;
+  private again = false;
+
+  constructor(private readonly o: { table: PolicyTable; netns?: string; metrics: Metrics; log: Logger }) {}
+
+  /** Ask for a pass (after a sync); coalesces with one already running. */
+  request(): void {
+    if (this.o.table.generation === this.generation) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.pass()
+      .catch((e) => this.o.log.warn({ err: (e as Error).message }, "revoking established connections failed"))
+      .finally(() => {
+        this.running = undefined;
+        if (this.again) {
+          this.again = false;
+          this.request();
+        }
+      });
+  }
+
+  /** Resolves when no pass is running (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private async pass(): Promise<void> {
+    const { table, netns, metrics, log } = this.o;
+    const generation = table.generation;
+    const t0 = performance.now();
+    const [flows, own] = await Promise.all([listFlows(netns), localAddresses(netns)]);
+    let revoked = 0;
+    for (const f of flows) {
+      if (own.has(f.orig.src)) continue; // the node's own connections (probes) are exempt on ingress
+      const v = decide(table, { src: f.orig.src, dst: f.dst, proto: f.proto, port: f.dport });
+      if (v.allowed) continue;
+      if (await deleteFlow(f, netns)) {
+        revoked++;
+        metrics.revokedConnections.inc({ protocol: f.proto === 6 ? "tcp" : f.proto === 17 ? "udp" : "sctp" });
+      }
+    }
+    this.generation = generation;
+    if (revoked || flows.length)
+      log.info(
+        { flows: flows.length, revoked, ms: Math.round(performance.now() - t0) },
+        "established connections re-judged against the new policy",
+      );
+  }
+}
