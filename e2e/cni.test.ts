@@ -7,7 +7,7 @@
  * Runs as root; the lab (cn*), the agent and the temporary files are removed in afterAll.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,9 +17,9 @@ import { installCni, uninstallCni } from "../src/cli/cni.js";
 import { labPodsFor } from "../src/cli/lab.js";
 import { declaredPorts } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
-import { type LabState, labDown, labUp, type ProbeRequest, probe } from "../src/dataplane/lab/lab.js";
+import { type LabState, labUp, type ProbeRequest, probe } from "../src/dataplane/lab/lab.js";
 import { shortHash } from "../src/dataplane/render.js";
-import { freePort, until } from "../test/support/agent-process.js";
+import { freePort, tearDown, until } from "../test/support/agent-process.js";
 import { onJsonLines } from "../test/support/json-lines.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -115,21 +115,7 @@ beforeAll(async () => {
     throw new Error(`the agent never synced: ${JSON.stringify(logs.slice(-5))}`);
 }, 90_000);
 
-afterAll(async () => {
-  try {
-    if (agent && agent.exitCode === null) {
-      const done = new Promise((r) => agent!.once("exit", r));
-      agent.kill("SIGKILL");
-      await done;
-    }
-  } finally {
-    try {
-      if (lab) await labDown(LAB);
-    } finally {
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    }
-  }
-}, 30_000);
+afterAll(() => tearDown({ processes: [agent], lab: lab ? LAB : undefined, dir }), 30_000);
 
 describe("chained CNI plugin (podwall-cni) with the real agent", () => {
   it("answers VERSION itself and lets DEL pass without the agent", () => {

@@ -6,7 +6,7 @@
  * Runs as root; the lab (rv*), the agent, the clients and the temporary folder go in afterAll.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,8 +16,8 @@ import { labPodsFor } from "../src/cli/lab.js";
 import { declaredPorts } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { pythonExecutable } from "../src/dataplane/lab/agent.js";
-import { type LabState, labDown, labUp } from "../src/dataplane/lab/lab.js";
-import { freePort, until } from "../test/support/agent-process.js";
+import { type LabState, labUp } from "../src/dataplane/lab/lab.js";
+import { freePort, tearDown, until } from "../test/support/agent-process.js";
 import { onJsonLines } from "../test/support/json-lines.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -144,22 +144,7 @@ beforeAll(async () => {
     throw new Error("the agent never synced");
 }, 90_000);
 
-afterAll(async () => {
-  try {
-    for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
-    if (agent && agent.exitCode === null) {
-      const done = new Promise((r) => agent!.once("exit", r));
-      agent.kill("SIGKILL");
-      await done;
-    }
-  } finally {
-    try {
-      if (lab) await labDown(LAB);
-    } finally {
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    }
-  }
-}, 30_000);
+afterAll(() => tearDown({ processes: [...children, agent], lab: lab ? LAB : undefined, dir }), 30_000);
 
 describe("--revoke-established", () => {
   it("cuts open TCP and UDP connections a policy edit denies, spares the node's own", async () => {

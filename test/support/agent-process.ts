@@ -3,8 +3,10 @@
  * a lab node, with its JSON log lines handed to a callback. Shared by the agent e2e suite and bench.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
+import { labDown } from "../../src/dataplane/lab/lab.js";
 import { onJsonLines } from "./json-lines.js";
 
 const CLI = join(import.meta.dirname, "..", "..", "dist", "cli", "main.js");
@@ -46,4 +48,31 @@ export function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * End of an e2e file: SIGKILL the processes (and wait for them), then remove the lab and the
+ * temporary folder, each step also when the one before it failed.
+ */
+export async function tearDown(o: {
+  processes: readonly (ChildProcess | undefined)[];
+  lab?: string;
+  dir?: string;
+}): Promise<void> {
+  try {
+    await Promise.all(
+      o.processes.map(async (p) => {
+        if (!p || p.exitCode !== null || p.signalCode !== null) return;
+        const done = new Promise((r) => p.once("exit", r));
+        p.kill("SIGKILL");
+        await done;
+      }),
+    );
+  } finally {
+    try {
+      if (o.lab) await labDown(o.lab);
+    } finally {
+      if (o.dir) rmSync(o.dir, { recursive: true, force: true });
+    }
+  }
 }
