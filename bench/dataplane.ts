@@ -327,6 +327,33 @@ async function runSize(size: { pods: number; policies: number }, index: number):
     detail.fullRenderMs = r1(performance.now() - tR);
     detail.isolatedLocalPods = desired.isolated.pods;
     const applier = new KernelApplier({ netns: state.nodeNetns });
+    /**
+     * One table change, rendered and applied incrementally, WARMUP + REPS times: total and render
+     * ms, and what `count` reads from each apply (which must be > 0: the change reached the kernel).
+     */
+    const timeChanges = async (
+      change: (k: number) => void,
+      count: (st: ApplyStats) => number,
+      noEffect: string,
+      undo?: (k: number) => Promise<void>,
+    ) => {
+      const res = { total: [] as number[], render: [] as number[], counts: [] as number[] };
+      for (let k = 0; k < WARMUP + REPS; k++) {
+        const t0 = performance.now();
+        change(k);
+        const d = renderNode(table, local, { dataplane: "iptables" });
+        const t1 = performance.now();
+        const st = await applier.apply(d);
+        const t2 = performance.now();
+        if (count(st) === 0) throw new Error(noEffect);
+        await undo?.(k);
+        if (k < WARMUP) continue;
+        res.total.push(t2 - t0);
+        res.render.push(t1 - t0);
+        res.counts.push(count(st));
+      }
+      return res;
+    };
     const first = await applier.apply(desired);
     const backend = await applier.detectBackend();
     detail.backend = backend;
@@ -391,24 +418,14 @@ async function runSize(size: { pods: number; policies: number }, index: number):
     const rule = changed.spec.ingress.find((r: RawPolicy) => Array.isArray(r.ports));
     rule.ports.push({ port: 7777, protocol: "TCP" });
     detail.changedPolicy = policyKey(base);
-    const polTimes: number[] = [];
-    const polRender: number[] = [];
-    const polChains: number[] = [];
-    for (let k = 0; k < WARMUP + REPS; k++) {
-      const t0 = performance.now();
-      table.upsertPolicy(k % 2 === 0 ? changed : base);
-      const d = renderNode(table, local, { dataplane: "iptables" });
-      const t1 = performance.now();
-      const st = await applier.apply(d);
-      const t2 = performance.now();
-      if (st.chainsWritten === 0) throw new Error("policy change wrote no chain");
-      if (k < WARMUP) continue;
-      polTimes.push(t2 - t0);
-      polRender.push(t1 - t0);
-      polChains.push(st.chainsWritten);
-    }
-    detail.policyChangeRenderMs = r1(median(polRender));
-    detail.policyChangeChainsWritten = median(polChains);
+    const pol = await timeChanges(
+      (k) => table.upsertPolicy(k % 2 === 0 ? changed : base),
+      (st) => st.chainsWritten,
+      "policy change wrote no chain",
+    );
+    const polTimes = pol.total;
+    detail.policyChangeRenderMs = r1(median(pol.render));
+    detail.policyChangeChainsWritten = median(pol.counts);
     log(
       `  policy change ${detail.changedPolicy}: p50 ${r1(median(polTimes))} ms (render ${detail.policyChangeRenderMs})`,
     );
@@ -436,31 +453,25 @@ async function runSize(size: { pods: number; policies: number }, index: number):
       }
     }
     if (!template) throw new Error("no remote pod matches a peer selector of a local pod's policy");
-    const addTimes: number[] = [];
-    const addRender: number[] = [];
-    const addMembers: number[] = [];
-    for (let k = 0; k < WARMUP + REPS; k++) {
-      const pod: PodInfo = {
-        ...template,
-        name: `bench-added-${k}`,
-        ips: [`10.250.${k >> 8}.${(k & 255) + 1}`],
-      };
-      const t0 = performance.now();
-      table.upsertPod(pod);
-      const d = renderNode(table, local, { dataplane: "iptables" });
-      const t1 = performance.now();
-      const st = await applier.apply(d);
-      const t2 = performance.now();
-      if (st.membersAdded === 0) throw new Error("pod add changed no ipset");
-      table.deletePod(pod.namespace, pod.name);
-      await applier.apply(renderNode(table, local, { dataplane: "iptables" }));
-      if (k < WARMUP) continue;
-      addTimes.push(t2 - t0);
-      addRender.push(t1 - t0);
-      addMembers.push(st.membersAdded);
-    }
-    detail.podAddRenderMs = r1(median(addRender));
-    detail.podAddMembersAdded = median(addMembers);
+    const tpl = template;
+    const added = (k: number): PodInfo => ({
+      ...tpl,
+      name: `bench-added-${k}`,
+      ips: [`10.250.${k >> 8}.${(k & 255) + 1}`],
+    });
+    const add = await timeChanges(
+      (k) => table.upsertPod(added(k)),
+      (st) => st.membersAdded,
+      "pod add changed no ipset",
+      // Unmeasured: delete the pod again so every repetition adds one.
+      async (k) => {
+        table.deletePod(tpl.namespace, added(k).name);
+        await applier.apply(renderNode(table, local, { dataplane: "iptables" }));
+      },
+    );
+    const addTimes = add.total;
+    detail.podAddRenderMs = r1(median(add.render));
+    detail.podAddMembersAdded = median(add.counts);
     log(`  pod add: p50 ${r1(median(addTimes))} ms (render ${detail.podAddRenderMs})`);
 
     // ---- established traffic: two isolated local pods the policy allows (TCP and UDP on one port)

@@ -12,7 +12,7 @@ import { run } from "../src/dataplane/exec.js";
 import { type LabState, labDown, labUp, probe } from "../src/dataplane/lab/lab.js";
 import { spawnKubeAgent, until } from "../test/support/agent-process.js";
 import { ApiServerDouble } from "../test/support/apiserver-double.js";
-import { manifestSet } from "./support/harness.js";
+import { deletePodChainByHand, manifestSet } from "./support/harness.js";
 import { IP, type Obj, policy, sel, xyzModel } from "./support/model.js";
 
 const LAB = "agt";
@@ -194,25 +194,7 @@ describe("podwall agent against an API server double, programming a lab", () => 
     await run("iptables", ["-N", "OTHER"], { netns: ns });
     await run("iptables", ["-A", "OTHER", "-s", "192.0.2.9", "-j", "DROP"], { netns: ns });
     await run("iptables", ["-A", "FORWARD", "-j", "OTHER"], { netns: ns });
-    const save = (await run("iptables-save", ["-t", "filter"], { netns: ns })).stdout;
-    const chain = /^:(PODWALL-ING-\w+)/m.exec(save)![1];
-    for (const l of save
-      .split("\n")
-      .filter((x) => /^-A PODWALL-(FORWARD|OUTPUT|INPUT) /.test(x) && x.includes(`-j ${chain}`))) {
-      await run(
-        "iptables",
-        [
-          "-D",
-          ...l
-            .slice(3)
-            .match(/(?:[^\s"]+|"[^"]*")+/g)!
-            .map((a) => a.replace(/^"|"$/g, "")),
-        ],
-        { netns: ns },
-      );
-    }
-    await run("iptables", ["-F", chain], { netns: ns });
-    await run("iptables", ["-X", chain], { netns: ns });
+    const chain = await deletePodChainByHand(ns);
     expect(
       await until(
         async () =>

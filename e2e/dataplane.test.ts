@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PortProto } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { probe } from "../src/dataplane/lab/lab.js";
-import { LabHarness, type Mode } from "./support/harness.js";
+import { deletePodChainByHand, LabHarness, type Mode } from "./support/harness.js";
 import { IP, ns, type Obj, pod, policy, portsModel, sel, v6Model, xyzModel } from "./support/model.js";
 
 const MODES: Mode[] = (process.env.PODWALL_E2E_MODES ?? "iptables,nfqueue").split(",") as Mode[];
@@ -474,26 +474,8 @@ describe("a good neighbour: foreign rules survive, cleanup restores the node exa
     ]);
     await h.sync();
     const nsn = h.lab.nodeNetns;
-    const text = (await run("iptables-save", ["-t", "filter"], { netns: nsn })).stdout;
-    const chain = /^:(PODWALL-ING-\w+)/m.exec(text)![1];
     // Drift: unhook and delete one pod chain, flush one set.
-    const refs = text
-      .split("\n")
-      .filter((l) => /^-A PODWALL-(FORWARD|OUTPUT|INPUT) /.test(l) && l.includes(`-j ${chain}`));
-    for (const r of refs)
-      await run(
-        "iptables",
-        [
-          "-D",
-          ...r
-            .slice(3)
-            .match(/(?:[^\s"]+|"[^"]*")+/g)!
-            .map((a) => a.replace(/^"|"$/g, "")),
-        ],
-        { netns: nsn },
-      );
-    await run("iptables", ["-F", chain], { netns: nsn });
-    await run("iptables", ["-X", chain], { netns: nsn });
+    await deletePodChainByHand(nsn);
     const set = (await run("ipset", ["list", "-n"], { netns: nsn })).stdout
       .split("\n")
       .find((s) => s.startsWith("PODWALL-S4"))!;

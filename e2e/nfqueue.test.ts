@@ -19,6 +19,7 @@ import { run } from "../src/dataplane/exec.js";
 import { type LabState, labDown, labUp, type ProbeRequest, probe } from "../src/dataplane/lab/lab.js";
 import { readQueueProcStats } from "../src/dataplane/nfqueue/queue.js";
 import { freePort } from "../test/support/agent-process.js";
+import { onJsonLines } from "../test/support/json-lines.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CLI = join(ROOT, "dist", "cli", "main.js");
@@ -37,27 +38,13 @@ type LogLine = Record<string, unknown> & { msg?: string; event?: string };
 
 class AgentProc {
   readonly lines: LogLine[] = [];
-  private buf = "";
   private readonly closed: Promise<void>;
 
   private constructor(
     readonly child: ChildProcess,
     readonly metricsAddr: string,
   ) {
-    child.stderr!.on("data", (b: Buffer) => {
-      this.buf += b.toString("utf8");
-      let i = this.buf.indexOf("\n");
-      while (i >= 0) {
-        const line = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 1);
-        try {
-          this.lines.push(JSON.parse(line) as LogLine);
-        } catch {
-          this.lines.push({ msg: line });
-        }
-        i = this.buf.indexOf("\n");
-      }
-    });
+    onJsonLines(child.stderr!, (l) => this.lines.push(l as LogLine));
     this.closed = new Promise((resolve) => child.on("close", () => resolve()));
   }
 

@@ -3,13 +3,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v iptables >/dev/null || ! command -v ipset >/dev/null || ! command -v socat >/dev/null \
-  || ! ldconfig -p | grep -q libnetfilter_queue.so.1 || ! command -v python3 >/dev/null || ! command -v iperf3 >/dev/null \
-  || ! command -v conntrack >/dev/null || ! command -v gcc >/dev/null || ! command -v taskset >/dev/null; then
+# Every Debian package the agent, the lab, the tests and the benchmarks use; installed when missing.
+# (gcc and libc6-dev build the chained CNI plugin and a benchmark helper; util-linux has taskset.)
+PKGS=(iptables ipset conntrack iproute2 libnetfilter-queue1 python3 socat iperf3 netcat-openbsd procps
+  gcc libc6-dev util-linux)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
   apt-get update -qq
-  # gcc builds the chained CNI plugin and the benchmarks' C helper in the tests.
-  apt-get install -y -qq iptables ipset conntrack iproute2 libnetfilter-queue1 python3 socat iperf3 \
-    netcat-openbsd procps gcc libc6-dev util-linux >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 npm ci --no-fund --no-audit --loglevel=error
 npm run build --silent

@@ -9,12 +9,36 @@ import { computeMatrix, declaredPorts, type Matrix, type PortProto } from "../..
 import { namespaceFromK8s, podFromK8s } from "../../src/compiler/normalize.js";
 import { PolicyTable } from "../../src/compiler/table.js";
 import { type ApplyStats, KernelApplier } from "../../src/dataplane/apply.js";
+import { run } from "../../src/dataplane/exec.js";
 import { type LabState, labDown, labUp } from "../../src/dataplane/lab/lab.js";
 import { defaultQueueThreads } from "../../src/dataplane/nfqueue/queue.js";
 import { renderNode } from "../../src/dataplane/render.js";
 import type { Obj } from "./model.js";
 
 export type Mode = "iptables" | "nfqueue";
+
+/**
+ * Drift made by hand, as an operator might: unhook the first PODWALL-ING chain from our dispatch
+ * chains, flush it and delete it. Returns the chain's name.
+ */
+export async function deletePodChainByHand(netns: string): Promise<string> {
+  const save = (await run("iptables-save", ["-t", "filter"], { netns })).stdout;
+  const chain = /^:(PODWALL-ING-\w+)/m.exec(save)![1];
+  const refs = save
+    .split("\n")
+    .filter((l) => /^-A PODWALL-(FORWARD|OUTPUT|INPUT) /.test(l) && l.includes(`-j ${chain}`));
+  for (const r of refs) {
+    // The saved rule as an argument list: quoted comments stay one argument.
+    const args = r
+      .slice(3)
+      .match(/(?:[^\s"]+|"[^"]*")+/g)!
+      .map((a) => a.replace(/^"|"$/g, ""));
+    await run("iptables", ["-D", ...args], { netns });
+  }
+  await run("iptables", ["-F", chain], { netns });
+  await run("iptables", ["-X", chain], { netns });
+  return chain;
+}
 
 export function manifestSet(objs: Obj[]): ManifestSet {
   return parseManifests(JSON.stringify({ kind: "List", items: objs }), "model.json", emptyManifestSet());

@@ -78,7 +78,11 @@ const NOT_ISOLATED: DirectionVerdict = Object.freeze({
   policies: Object.freeze([]) as readonly string[],
 });
 
-function peerIndex(
+/**
+ * Index of the first peer of `peers` that `other` (at `otherIP`) matches; -1 when the rule has no
+ * peers list (everyone matches), -2 when none matches. Shared with explain.
+ */
+export function peerIndex(
   peers: readonly PeerView[] | null,
   other: EndpointView | undefined,
   otherIP: string,

@@ -5,11 +5,11 @@
  * peer, ports) allows the flow, or why none does.
  * May not: decide anything itself: it narrates the engine's verdict over the same table.
  */
-import { type DirectionVerdict, decide, type Verdict } from "./engine.js";
+import { type DirectionVerdict, decide, peerIndex, type Verdict } from "./engine.js";
 import { type Flow, PROTO_NAMES } from "./model.js";
 import { describePeer } from "./policy.js";
 import { describePort, portsMatch } from "./ports.js";
-import type { CompiledPeer, PodRecord, PolicyTable } from "./table.js";
+import type { PodRecord, PolicyTable } from "./table.js";
 
 /** Why each rule of the isolating policies fails this flow: the port, the peer, or both. */
 function ruleMisses(
@@ -21,10 +21,6 @@ function ruleMisses(
   const otherIP = dir === "ingress" ? flow.src : flow.dst;
   const other: PodRecord | undefined = table.endpoint(otherIP);
   const dstPorts = table.endpoint(flow.dst)?.ports;
-  const peerMatches = (p: CompiledPeer) =>
-    p.kind === "sel"
-      ? other !== undefined && p.members.has(other.identityId)
-      : table.blocksFor(otherIP).includes(p.id);
   const out: string[] = [];
   for (const key of v.policies) {
     const rules = table.policy(key)?.[dir] ?? [];
@@ -34,7 +30,7 @@ function ruleMisses(
     }
     for (const r of rules) {
       const portOk = portsMatch(r.ports, flow.proto, flow.port, dstPorts);
-      const peerOk = r.peers === null || r.peers.some(peerMatches);
+      const peerOk = peerIndex(r.peers, other, otherIP, table) !== -2;
       const why: string[] = [];
       if (!portOk)
         why.push(

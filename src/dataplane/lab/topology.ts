@@ -153,10 +153,10 @@ export async function createPod(
   return { key: spec.key, netns, hostIf, ips: [...spec.ips] };
 }
 
-/** Lab netns that exist right now, found by name so a lost state file still leaves nothing behind. */
 /** Named netns live as files in iproute2's run directory; reading it spares a process per call. */
 const NETNS_DIR = "/run/netns";
 
+/** Lab netns that exist right now, found by name so a lost state file still leaves nothing behind. */
 export async function listLabNetns(lab: string): Promise<string[]> {
   const re = labNetnsPattern(lab);
   let names: string[];

@@ -128,10 +128,19 @@ export function mergeStats(all: readonly NfqStats[]): NfqStats {
   if (all.length === 1) return all[0];
   const out = emptyStats();
   out.tableGeneration = all.length ? Math.min(...all.map((s) => s.tableGeneration)) : 0;
-  const sum = ["packets", "accepted", "dropped", "parseErrors", "deciderErrors", "tableErrors"] as const;
-  const sum2 = ["deniesReported", "deniesSuppressed", "enobufs"] as const;
+  const summed = [
+    "packets",
+    "accepted",
+    "dropped",
+    "parseErrors",
+    "deciderErrors",
+    "tableErrors",
+    "deniesReported",
+    "deniesSuppressed",
+    "enobufs",
+  ] as const;
   for (const s of all) {
-    for (const k of [...sum, ...sum2]) out[k] += s[k];
+    for (const k of summed) out[k] += s[k];
     for (const p of PROTO_SLOTS) {
       out.byProto[p].accepted += s.byProto[p].accepted;
       out.byProto[p].dropped += s.byProto[p].dropped;
