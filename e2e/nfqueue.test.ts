@@ -17,7 +17,7 @@ import { labPodsFor } from "../src/cli/lab.js";
 import { declaredPorts } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { type LabState, labDown, labUp, type ProbeRequest, probe } from "../src/dataplane/lab/lab.js";
-import { readQueueProcStats } from "../src/dataplane/nfqueue/queue.js";
+import { defaultQueueThreads, readAllQueueProcStats } from "../src/dataplane/nfqueue/queue.js";
 import { freePort } from "../test/support/agent-process.js";
 import { onJsonLines } from "../test/support/json-lines.js";
 
@@ -121,14 +121,21 @@ async function probeAll(reqs: ProbeRequest[], timeoutMs = 500): Promise<boolean[
   return probe(lab!, reqs, { timeoutMs });
 }
 
-/** After the agent dies its runner child sees the IPC channel close and unbinds the queue. */
-async function waitQueueUnbound(timeoutMs = 5000): Promise<void> {
+/**
+ * After the agent dies its runner child sees the IPC channel close and unbinds its queues. There is
+ * one queue per verdict thread (QUEUE, QUEUE+1, ...), and a packet fanned out to one still bound
+ * would get a real verdict, so wait for all of them.
+ */
+async function waitQueuesUnbound(timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  let bound: number[] = [];
   while (Date.now() < deadline) {
-    if (!(await readQueueProcStats(QUEUE, lab!.nodeNetns))) return;
+    const stats = await readAllQueueProcStats(lab!.nodeNetns);
+    bound = stats.map((s) => s.queueNum).filter((n) => n >= QUEUE && n < QUEUE + defaultQueueThreads());
+    if (bound.length === 0) return;
     await sleep(50);
   }
-  throw new Error(`queue ${QUEUE} still bound ${timeoutMs} ms after the agent died`);
+  throw new Error(`queues ${bound.join(",")} still bound ${timeoutMs} ms after the agent died`);
 }
 
 /** The NFQUEUE jump rules in the lab node (iptables-save lines). */
@@ -177,7 +184,7 @@ describe("nfqueue dataplane with the real agent process", () => {
     expect(before.some((l) => l.includes("--queue-bypass"))).toBe(false);
 
     await agent.kill("SIGKILL");
-    await waitQueueUnbound();
+    await waitQueuesUnbound();
     expect(await queueRules()).toEqual(before);
     // No verdict program: every queued packet is dropped, including what policy allows.
     expect(await probeAll([DENIED, ALLOWED, OPEN])).toEqual([false, false, true]);
@@ -197,7 +204,7 @@ describe("nfqueue dataplane with the real agent process", () => {
     expect(before.every((l) => l.includes("--queue-bypass"))).toBe(true);
 
     await a.kill("SIGKILL");
-    await waitQueueUnbound();
+    await waitQueuesUnbound();
     expect(await queueRules()).toEqual(before);
     // Bypass: with nobody bound to the queue, the denied pair gets through too.
     expect(await probeAll([DENIED, ALLOWED, OPEN])).toEqual([true, true, true]);
