@@ -107,13 +107,19 @@ beforeAll(async () => {
   mkdirSync(confDir);
   writeFileSync(join(confDir, "10-kindnet.conflist"), JSON.stringify(KINDNET));
   metricsPort = await freePort();
+  await startAgent();
+}, 90_000);
+
+/** Starts the agent and waits for its first sync. */
+async function startAgent(): Promise<void> {
+  const from = logs.length;
   const args = ["--source", src, "--lab", LAB, "--cni-socket", socket, "--cni-wait-seconds", "3"];
   args.push("--cni-conf-dir", confDir, "--metrics-addr", `127.0.0.1:${metricsPort}`);
   agent = spawn(process.execPath, [CLI, "agent", ...args], { stdio: ["ignore", "ignore", "pipe"] });
   onJsonLines(agent.stderr!, (l) => logs.push(l));
-  if (!(await until(() => logs.some((l) => l.msg === "sync"), 20_000)))
+  if (!(await until(() => logs.slice(from).some((l) => l.msg === "sync"), 20_000)))
     throw new Error(`the agent never synced: ${JSON.stringify(logs.slice(-5))}`);
-}, 90_000);
+}
 
 afterAll(() => tearDown({ processes: [agent], lab: lab ? LAB : undefined, dir }), 30_000);
 
@@ -144,6 +150,23 @@ describe("chained CNI plugin (podwall-cni) with the real agent", () => {
     expect(await reach(ALLOWED)).toBe(true);
     const line = logs.find((l) => l.msg === "cni add: pod programmed");
     expect(line).toMatchObject({ pod: "shop/db", ips: [DB_IP], containerId: "c0ffee" });
+  });
+
+  it("an agent restarted before the status has the address still knows it (hints file beside the socket)", async () => {
+    const old = agent!;
+    const gone = new Promise((r) => old.once("close", r));
+    old.kill("SIGKILL");
+    await gone;
+    expect(JSON.parse(readFileSync(join(dir, "run", "cni-hints.json"), "utf8"))).toEqual({
+      "shop/db": { ips: [DB_IP] },
+    });
+    const from = logs.length;
+    await startAgent();
+    expect(logs.slice(from).find((l) => l.msg === "cni hints: loaded")).toMatchObject({ hints: 1 });
+    // Its first sync kept shop/db's rules: without the hint the pod would have no address and no chain.
+    expect(await dbChainPresent()).toBe(true);
+    expect(await reach(DENIED)).toBe(false);
+    expect(await reach(ALLOWED)).toBe(true);
   });
 
   it("keeps the address while the pod's status has none, and hands over once it has one", async () => {

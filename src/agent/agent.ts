@@ -9,6 +9,7 @@
  * May not: contain policy logic.
  */
 import type { Server } from "node:http";
+import { dirname, join } from "node:path";
 import { pino } from "pino";
 import { PolicyTable } from "../compiler/table.js";
 import { KernelApplier } from "../dataplane/apply.js";
@@ -179,6 +180,8 @@ export class Agent {
         reconciler: this.reconciler,
         log: this.log,
         waitMs: (o.cniWaitSeconds ?? 30) * 1000,
+        // Beside the socket: a node directory that outlives the agent's container.
+        hintsFile: join(dirname(o.cniSocket), "cni-hints.json"),
       });
       sink = this.cni;
       this.cniServer = await startCniServer(o.cniSocket, this.cni, this.metrics, this.log);

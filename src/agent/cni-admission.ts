@@ -6,10 +6,12 @@
  * table (the API server learns them only later, from the kubelet), wait for a sync that programs
  * them, and answer with the previous plugin's result. Those addresses are kept as a hint until the
  * pod's status reports the same ones, so an update without addresses (or with a replaced sandbox's
- * old ones) does not unprogram the pod or leave its new address unprotected.
+ * old ones) does not unprogram the pod or leave its new address unprotected. The hints are kept in a
+ * file too (beside the socket, on the node), so an agent restarted inside that window still knows them.
  * May not: program anything itself (the reconciler does) or answer an ADD before the kernel holds
  * the pod's rules; on timeout the ADD fails and the kubelet retries the sandbox.
  */
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { V1NetworkPolicy } from "@kubernetes/client-node";
 import { canonicalIP } from "../compiler/ip.js";
 import type { NamespaceInfo, PodInfo } from "../compiler/model.js";
@@ -42,6 +44,14 @@ export interface CniAdmissionOptions {
   log: Logger;
   /** How long an ADD may wait for the pod to be known and programmed. */
   waitMs: number;
+  /** Where the address hints are kept across agent restarts (JSON); none: memory only. */
+  hintsFile?: string;
+}
+
+/** The addresses a CNI ADD assigned to one incarnation (uid) of a pod. */
+interface Hint {
+  ips: readonly string[];
+  uid?: string;
 }
 
 interface Parsed {
@@ -74,7 +84,7 @@ function parseConfig(text: string): Parsed {
   };
 }
 
-function podOf(args: string): { namespace: string; name: string } | undefined {
+function podOf(args: string): { namespace: string; name: string; uid?: string } | undefined {
   const kv = new Map(
     args
       .split(";")
@@ -84,7 +94,8 @@ function podOf(args: string): { namespace: string; name: string } | undefined {
   );
   const namespace = kv.get("K8S_POD_NAMESPACE");
   const name = kv.get("K8S_POD_NAME");
-  return namespace && name ? { namespace, name } : undefined;
+  const uid = kv.get("K8S_POD_UID") || undefined;
+  return namespace && name ? { namespace, name, ...(uid ? { uid } : {}) } : undefined;
 }
 
 function sameAddresses(a: readonly string[], b: readonly string[]): boolean {
@@ -93,11 +104,28 @@ function sameAddresses(a: readonly string[], b: readonly string[]): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Both incarnations known and different: the hint belongs to a pod that is gone. */
+function otherIncarnation(hint: Hint, uid: string | undefined): boolean {
+  return !!hint.uid && !!uid && hint.uid !== uid;
+}
+
+function isHint(v: unknown): v is Hint {
+  if (!v || typeof v !== "object") return false;
+  const h = v as Record<string, unknown>;
+  return (
+    Array.isArray(h.ips) &&
+    h.ips.every((ip) => typeof ip === "string" && canonicalIP(ip) === ip) &&
+    (h.uid === undefined || typeof h.uid === "string")
+  );
+}
+
 /** Sits between the cluster source and the reconciler; everything but pod addresses passes through. */
 export class CniAdmission implements ClusterSink {
-  private readonly hints = new Map<string, readonly string[]>();
+  private readonly hints = new Map<string, Hint>();
 
-  constructor(private readonly o: CniAdmissionOptions) {}
+  constructor(private readonly o: CniAdmissionOptions) {
+    this.load();
+  }
 
   get hinted(): number {
     return this.hints.size;
@@ -106,17 +134,18 @@ export class CniAdmission implements ClusterSink {
   upsertPod(pod: PodInfo): void {
     const key = `${pod.namespace}/${pod.name}`;
     const hint = this.hints.get(key);
-    if (hint && !sameAddresses(pod.ips, hint)) {
+    if (hint && !otherIncarnation(hint, pod.uid) && !sameAddresses(pod.ips, hint.ips)) {
       // No addresses yet, or those of a sandbox that is gone: the network plugin's word stands.
-      this.o.reconciler.upsertPod({ ...pod, ips: hint });
+      this.o.reconciler.upsertPod({ ...pod, ips: hint.ips });
       return;
     }
-    if (hint) this.hints.delete(key); // The status reports the same addresses now: it takes over.
+    // The status reports the same addresses now (it takes over), or the hint is a former pod's.
+    if (hint) this.forget(key);
     this.o.reconciler.upsertPod(pod);
   }
 
   deletePod(namespace: string, name: string): void {
-    this.hints.delete(`${namespace}/${name}`);
+    this.forget(`${namespace}/${name}`);
     this.o.reconciler.deletePod(namespace, name);
   }
 
@@ -136,7 +165,50 @@ export class CniAdmission implements ClusterSink {
     this.o.reconciler.rejected(kind, key, error);
   }
   synced(): void {
+    // Pods deleted while the agent was down: the first complete list no longer has them.
+    let pruned = false;
+    for (const key of this.hints.keys()) {
+      if (!this.o.reconciler.table.pod(key)) pruned = this.hints.delete(key);
+    }
+    if (pruned) this.save();
     this.o.reconciler.synced();
+  }
+
+  private forget(key: string): void {
+    if (this.hints.delete(key)) this.save();
+  }
+
+  private load(): void {
+    const file = this.o.hintsFile;
+    if (!file) return;
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch {
+      return; // First start on this node.
+    }
+    try {
+      const obj = JSON.parse(text) as Record<string, unknown>;
+      for (const [key, hint] of Object.entries(obj)) {
+        if (isHint(hint)) this.hints.set(key, hint);
+        else this.o.log.warn({ file, pod: key }, "cni hints: unreadable entry skipped");
+      }
+      if (this.hints.size) this.o.log.info({ file, hints: this.hints.size }, "cni hints: loaded");
+    } catch (e) {
+      this.o.log.warn({ file, err: (e as Error).message }, "cni hints: file is not JSON; starting without");
+    }
+  }
+
+  /** Whole-file replace by rename, so a crash mid-write leaves the previous version. */
+  private save(): void {
+    const file = this.o.hintsFile;
+    if (!file) return;
+    try {
+      writeFileSync(`${file}.tmp`, JSON.stringify(Object.fromEntries(this.hints)), { mode: 0o600 });
+      renameSync(`${file}.tmp`, file);
+    } catch (e) {
+      this.o.log.warn({ file, err: (e as Error).message }, "cni hints: not saved (kept in memory)");
+    }
   }
 
   /** Handle one ADD; resolves with the result to print, rejects with a CniError. */
@@ -154,15 +226,21 @@ export class CniAdmission implements ClusterSink {
     const deadline = Date.now() + this.o.waitMs;
     const left = () => deadline - Date.now();
 
-    // 1. The pod object must be known (the informer may lag the kubelet by a moment).
-    while (!r.table.pod(key)) {
+    // 1. The pod object must be known (the informer may lag the kubelet by a moment), and be this
+    // incarnation of the name, not a deleted one's that the informer still holds.
+    const known = () => {
+      const rec = r.table.pod(key);
+      return rec && !(pod.uid && rec.info.uid && rec.info.uid !== pod.uid) ? rec : undefined;
+    };
+    while (!known()) {
       if (left() <= 0) throw new CniError(11, `pod ${key} is not known to the podwall agent yet`);
       await sleep(Math.min(25, left()));
     }
     // 2. The addresses the network plugin assigned, until the pod's status reports them.
-    const rec = r.table.pod(key)!;
+    const rec = known()!;
     if (conf.ips.length && !sameAddresses(rec.info.ips, conf.ips)) {
-      this.hints.set(key, conf.ips);
+      this.hints.set(key, { ips: conf.ips, ...(pod.uid ? { uid: pod.uid } : {}) });
+      this.save();
       r.upsertPod({ ...rec.info, ips: conf.ips });
     }
     // 3. A sync that starts after that, and has the pod among the local pods if policy isolates it.

@@ -37,6 +37,8 @@ export interface PodInfo {
   phase: string;
   /** Ports of containers and init containers (native sidecars expose ports too). */
   ports: readonly ContainerPort[];
+  /** metadata.uid: tells one incarnation of a name from the next (a StatefulSet pod re-created). */
+  uid?: string;
 }
 
 export interface NamespaceInfo {

@@ -110,5 +110,6 @@ export function podFromK8s(obj: unknown): PodInfo {
     hostNetwork: spec?.hostNetwork === true,
     phase: typeof status?.phase === "string" ? status.phase : "Running",
     ports: portsOf(spec, what),
+    ...(typeof meta?.uid === "string" && meta.uid ? { uid: meta.uid } : {}),
   };
 }

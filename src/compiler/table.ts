@@ -85,7 +85,8 @@ export interface PolicyRecord {
 
 export interface PodRecord {
   readonly key: string;
-  readonly info: PodInfo;
+  /** Replaced in place when only the uid changes: nothing a verdict reads differs. */
+  info: PodInfo;
   /** identity?.id, or 0: what the engine compares against selector members. */
   readonly identityId: number;
   readonly ports: readonly ContainerPort[];
@@ -274,7 +275,10 @@ export class PolicyTable {
   upsertPod(info: PodInfo): boolean {
     const key = podKey(info);
     const prev = this.pods.get(key);
-    if (prev && samePod(prev.info, info)) return false;
+    if (prev && samePod(prev.info, info)) {
+      if (prev.info.uid !== info.uid) prev.info = info;
+      return false;
+    }
     // Detach without releasing the identity: an IP or phase change keeps the same label set, and
     // re-creating the identity would re-evaluate every selector for nothing.
     if (prev) this.detachPod(prev, false);

@@ -457,6 +457,9 @@ describe("ports", () => {
     };
     expect(allowed(c, A_CLIENT, SRV, 15001)).toBe(true);
     expect(allowed(c, A_CLIENT, SRV, 8080)).toBe(false);
+    // The uid is kept (it tells a re-created pod of the same name from the old one); absent stays absent.
+    expect(podFromK8s({ ...raw, metadata: { ...raw.metadata, uid: "u-1" } }).uid).toBe("u-1");
+    expect("uid" in podFromK8s(raw)).toBe(false);
   });
 
   it("egress named port with no `to` resolves against each destination pod", () => {
