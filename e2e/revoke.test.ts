@@ -168,6 +168,6 @@ describe("--revoke-established", () => {
     const pass = logs
       .filter((l) => l.msg === "established connections re-judged against the new policy")
       .pop();
-    expect(pass).toMatchObject({ revoked: 2 });
+    expect(pass).toMatchObject({ revoked: 2, via: "netlink" });
   }, 40_000);
 });

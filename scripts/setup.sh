@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 # Every Debian package the agent, the lab, the tests and the benchmarks use; installed when missing.
 # (gcc and libc6-dev build the chained CNI plugin and a benchmark helper; util-linux has taskset.)
-PKGS=(iptables ipset conntrack iproute2 libnetfilter-queue1 python3 socat iperf3 netcat-openbsd procps
+PKGS=(iptables ipset conntrack iproute2 libnetfilter-queue1 libnetfilter-conntrack3 python3 socat iperf3 netcat-openbsd procps
   gcc libc6-dev util-linux)
 missing=()
 for p in "${PKGS[@]}"; do

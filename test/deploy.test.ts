@@ -86,7 +86,15 @@ describe("deploy/kind/podwall.yaml", () => {
 describe("Dockerfile", () => {
   it("installs the kernel tools and runs the built CLI", () => {
     const d = readFileSync(join(ROOT, "Dockerfile"), "utf8");
-    for (const pkg of ["iptables", "ipset", "libnetfilter-queue1", "iproute2"]) expect(d).toContain(pkg);
+    for (const pkg of [
+      "iptables",
+      "ipset",
+      "conntrack",
+      "libnetfilter-queue1",
+      "libnetfilter-conntrack3",
+      "iproute2",
+    ])
+      expect(d).toContain(pkg);
     expect(d).toContain('ENTRYPOINT ["node", "/app/dist/cli/main.js"]');
     expect(d).toMatch(/FROM node:20/);
     expect(d).toMatch(/gcc .*-static -o cni\/podwall-cni cni\/podwall-cni\.c/);

@@ -2,14 +2,14 @@
  * revoker: `--revoke-established`. After a sync that changed the table, connections the new table
  * denies lose their conntrack entry, so their next packet is judged as new and dropped.
  *
- * Owns: choosing which entries to delete (decide() on the flow as policy sees it, after DNAT),
- * sparing flows from the node's own addresses (exempt on ingress, as in the rules), and one pass at
- * a time. Without this flag podwall, like Calico and Antrea, lets established connections finish.
+ * Owns: choosing which entries to delete (decide() on the flow as policy sees it, after DNAT; once
+ * per source, destination, protocol and port, not per entry), sparing flows from the node's own
+ * addresses (exempt on ingress, as in the rules), and one pass at a time. Without this flag podwall, like Calico and Antrea, lets established connections finish.
  * May not: run iptables or change rules; it only deletes conntrack entries.
  */
 import { decide } from "../compiler/engine.js";
 import type { PolicyTable } from "../compiler/table.js";
-import { deleteFlow, listFlows } from "../dataplane/conntrack.js";
+import { type CtFlow, deleteFlows, listFlows, PROTO_NAMES } from "../dataplane/conntrack.js";
 import { run } from "../dataplane/exec.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
@@ -26,7 +26,20 @@ async function localAddresses(netns?: string): Promise<Set<string>> {
   return out;
 }
 
+/** What one pass did, for logs and the benchmark. */
+export interface RevokePass {
+  flows: number;
+  /** Distinct (source, destination, protocol, port): each judged once. */
+  judged: number;
+  revoked: number;
+  listMs: number;
+  judgeMs: number;
+  deleteMs: number;
+  via: "netlink" | "conntrack-tool";
+}
+
 export class EstablishedRevoker {
+  lastPass: RevokePass | undefined;
   private generation = -1;
   private running: Promise<void> | undefined;
   private again = false;
@@ -61,20 +74,49 @@ export class EstablishedRevoker {
     const generation = table.generation;
     const t0 = performance.now();
     const [flows, own] = await Promise.all([listFlows(netns), localAddresses(netns)]);
-    let revoked = 0;
+    const t1 = performance.now();
+    // Many entries share a verdict (one client's connections to one backend port): judge each once.
+    const verdicts = new Map<string, boolean>();
+    const denied: CtFlow[] = [];
     for (const f of flows) {
       if (own.has(f.orig.src)) continue; // the node's own connections (probes) are exempt on ingress
-      const v = decide(table, { src: f.orig.src, dst: f.dst, proto: f.proto, port: f.dport });
-      if (v.allowed) continue;
-      if (await deleteFlow(f, netns)) {
-        revoked++;
-        metrics.revokedConnections.inc({ protocol: f.proto === 6 ? "tcp" : f.proto === 17 ? "udp" : "sctp" });
+      const key = `${f.orig.src} ${f.dst} ${f.proto} ${f.dport}`;
+      let allowed = verdicts.get(key);
+      if (allowed === undefined) {
+        allowed = decide(table, { src: f.orig.src, dst: f.dst, proto: f.proto, port: f.dport }).allowed;
+        verdicts.set(key, allowed);
       }
+      if (!allowed) denied.push(f);
     }
+    const t2 = performance.now();
+    const result = await deleteFlows(denied, netns);
+    const t3 = performance.now();
+    if (result.fallback)
+      log.warn(
+        { err: result.fallback },
+        "conntrack over netlink unavailable; deleting with the conntrack tool",
+      );
+    for (const [proto, n] of result.byProto)
+      metrics.revokedConnections.inc({ protocol: PROTO_NAMES[proto] ?? String(proto) }, n);
     this.generation = generation;
-    if (revoked || flows.length)
+    this.lastPass = {
+      flows: flows.length,
+      judged: verdicts.size,
+      revoked: result.deleted,
+      listMs: t1 - t0,
+      judgeMs: t2 - t1,
+      deleteMs: t3 - t2,
+      via: result.via,
+    };
+    if (result.deleted || flows.length)
       log.info(
-        { flows: flows.length, revoked, ms: Math.round(performance.now() - t0) },
+        {
+          flows: flows.length,
+          judged: verdicts.size,
+          revoked: result.deleted,
+          via: result.via,
+          ms: Math.round(t3 - t0),
+        },
         "established connections re-judged against the new policy",
       );
   }
