@@ -365,6 +365,12 @@ describe("ipBlock", () => {
     expect(allowed(c, "10.1.2.3", SRV)).toBe(false);
   });
 
+  it("an IPv4-mapped cidr is an IPv6 block: IPv4 packets never match it, as in the kernel", () => {
+    const c = { pods: basePods(), policies: from({ cidr: "::ffff:10.0.0.0/104" }) };
+    expect(allowed(c, "10.1.2.3", SRV)).toBe(false);
+    expect(allowed(c, "::ffff:10.1.2.3", SRV)).toBe(true);
+  });
+
   it("0.0.0.0/0 matches every IPv4 address and no IPv6 one", () => {
     const c = { pods: basePods(), policies: from({ cidr: "0.0.0.0/0" }) };
     expect(allowed(c, "255.255.255.255", SRV)).toBe(true);
