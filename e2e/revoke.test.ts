@@ -161,6 +161,10 @@ describe("--revoke-established", () => {
     expect(fromA.tcp.slice(seen.tcp - 3, seen.tcp)).toEqual([1, 1, 1]);
     expect(await metric("podwall_revoked_connections_total", 'protocol="udp"')).toBe(1);
     expect(await metric("podwall_revoked_connections_total", 'protocol="tcp"')).toBe(1);
+    expect(await metric("podwall_revoke_pass_duration_seconds_count", 'result="ok"')).toBeGreaterThanOrEqual(
+      1,
+    );
+    expect(await metric("podwall_revoke_pass_duration_seconds_count", 'result="error"')).toBe(0);
     // The node's own connection to b is exempt on ingress, as in the rules: still answered.
     const n = fromNode.tcp.length;
     expect(await until(() => fromNode.tcp.length >= n + 5, 5000)).toBe(true);

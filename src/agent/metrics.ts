@@ -68,6 +68,13 @@ export function createMetrics(withProcessMetrics = true) {
       help: "Established connections whose conntrack entry was deleted because policy now denies them (--revoke-established)",
       labelNames: ["protocol"],
     }),
+    revokePasses: new Histogram({
+      ...r,
+      name: "podwall_revoke_pass_duration_seconds",
+      help: "One --revoke-established pass over the conntrack table (list, judge, delete), by result",
+      labelNames: ["result"],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    }),
     cniRechained: new Counter({
       ...r,
       name: "podwall_cni_rechained_total",

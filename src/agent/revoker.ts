@@ -53,8 +53,14 @@ export class EstablishedRevoker {
       this.again = true;
       return;
     }
+    const t0 = performance.now();
+    const seconds = () => (performance.now() - t0) / 1000;
     this.running = this.pass()
-      .catch((e) => this.o.log.warn({ err: (e as Error).message }, "revoking established connections failed"))
+      .then(() => this.o.metrics.revokePasses.observe({ result: "ok" }, seconds()))
+      .catch((e) => {
+        this.o.metrics.revokePasses.observe({ result: "error" }, seconds());
+        this.o.log.warn({ err: (e as Error).message }, "revoking established connections failed");
+      })
       .finally(() => {
         this.running = undefined;
         if (this.again) {
