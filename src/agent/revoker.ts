@@ -4,7 +4,8 @@
  *
  * Owns: choosing which entries to delete (decide() on the flow as policy sees it, after DNAT; once
  * per source, destination, protocol and port, not per entry), sparing flows from the node's own
- * addresses (exempt on ingress, as in the rules), and one pass at a time. Without this flag podwall, like Calico and Antrea, lets established connections finish.
+ * addresses (exempt on ingress, as in the rules), and one pass at a time. Without this flag
+ * podwall, like Calico and Antrea, lets established connections finish.
  * May not: run iptables or change rules; it only deletes conntrack entries.
  */
 import { decide } from "../compiler/engine.js";
