@@ -3,7 +3,7 @@
  * follows edits to that folder within about a second, serves metrics, and leaves nothing behind.
  */
 import { spawn } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, it } from "vitest";
@@ -88,4 +88,25 @@ it("demo: live matrix follows a policy file edit; metrics served; lab and rules 
   expect(out).toContain("stopping: removing podwall's rules and the lab");
   const left = await run("ip", ["netns", "list"]);
   expect(left.stdout).not.toContain("pwl-dmt-");
+}, 90_000);
+
+it("demo without --dir removes its copy of the example cluster when it stops", async () => {
+  const r = await run(
+    process.execPath,
+    [
+      join(ROOT, "dist/cli/main.js"),
+      "demo",
+      "--name",
+      "dm2",
+      "--rounds",
+      "1",
+      "--metrics-addr",
+      `127.0.0.1:${19500 + (process.pid % 400)}`,
+    ],
+    { timeoutMs: 60_000 },
+  );
+  const dir = /building lab dm2 from (\S+) \.\.\./.exec(r.stdout)?.[1];
+  expect(dir, r.stdout).toMatch(/podwall-demo-/);
+  expect(existsSync(dir!)).toBe(false);
+  expect((await run("ip", ["netns", "list"])).stdout).not.toContain("pwl-dm2-");
 }, 90_000);

@@ -5,7 +5,7 @@
  * edits to the policy files within about a second. Ctrl-C removes the lab and every kernel object.
  * May not: touch the host's network namespace (all of it lives inside the lab's namespaces).
  */
-import { cpSync, existsSync, mkdtempSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -104,6 +104,8 @@ export function registerDemo(program: Command): void {
               await agent.stop();
             } finally {
               await labDown(opts.name);
+              // The copy of the example cluster is the demo's own; a --dir folder is the user's.
+              if (!opts.dir) rmSync(dir, { recursive: true, force: true });
             }
             process.stdout.write(`done; the agent's log is in ${logFile}\n`);
           };
