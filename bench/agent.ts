@@ -208,7 +208,9 @@ async function main() {
 
     const pa = [...policyAdd].sort((a, b) => a - b);
     const pl = [...podLabel].sort((a, b) => a - b);
-    log(`slowest policy adds: ${pa.slice(-5).join(", ")} ms; slowest label changes: ${pl.slice(-5).join(", ")} ms`);
+    log(
+      `slowest policy adds: ${pa.slice(-5).join(", ")} ms; slowest label changes: ${pl.slice(-5).join(", ")} ms`,
+    );
     const out = {
       policyAddP50Ms: pct(pa, 0.5),
       policyAddP99Ms: pct(pa, 0.99),

@@ -6,7 +6,7 @@
  * assigned. The ADD must return only once the pod's rules are in the kernel.
  * Runs as root; the lab (cn*), the agent and the temporary files are removed in afterAll.
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,8 +19,7 @@ import { declaredPorts } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { type LabState, labUp, type ProbeRequest, probe } from "../src/dataplane/lab/lab.js";
 import { shortHash } from "../src/dataplane/render.js";
-import { freePort, tearDown, until } from "../test/support/agent-process.js";
-import { onJsonLines } from "../test/support/json-lines.js";
+import { freePort, spawnAgent, tearDown, until } from "../test/support/agent-process.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CLI = join(ROOT, "dist", "cli", "main.js");
@@ -115,8 +114,7 @@ async function startAgent(): Promise<void> {
   const from = logs.length;
   const args = ["--source", src, "--lab", LAB, "--cni-socket", socket, "--cni-wait-seconds", "3"];
   args.push("--cni-conf-dir", confDir, "--metrics-addr", `127.0.0.1:${metricsPort}`);
-  agent = spawn(process.execPath, [CLI, "agent", ...args], { stdio: ["ignore", "ignore", "pipe"] });
-  onJsonLines(agent.stderr!, (l) => logs.push(l));
+  agent = spawnAgent(args, (l) => logs.push(l));
   if (!(await until(() => logs.slice(from).some((l) => l.msg === "sync"), 20_000)))
     throw new Error(`the agent never synced: ${JSON.stringify(logs.slice(-5))}`);
 }

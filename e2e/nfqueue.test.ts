@@ -6,7 +6,7 @@
  * deny logs with rate limiting, and the userspace metrics.
  * Runs as root; the lab (nq*) and every agent it starts are removed in afterAll, also on failure.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,8 +18,7 @@ import { declaredPorts } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { type LabState, labDown, labUp, type ProbeRequest, probe } from "../src/dataplane/lab/lab.js";
 import { defaultQueueThreads, readAllQueueProcStats } from "../src/dataplane/nfqueue/queue.js";
-import { freePort } from "../test/support/agent-process.js";
-import { onJsonLines } from "../test/support/json-lines.js";
+import { freePort, spawnAgent } from "../test/support/agent-process.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CLI = join(ROOT, "dist", "cli", "main.js");
@@ -37,23 +36,23 @@ const OPEN: ProbeRequest = { from: "monitoring/prometheus", toIp: IP.dns, port: 
 type LogLine = Record<string, unknown> & { msg?: string; event?: string };
 
 class AgentProc {
-  readonly lines: LogLine[] = [];
   private readonly closed: Promise<void>;
 
   private constructor(
     readonly child: ChildProcess,
     readonly metricsAddr: string,
+    readonly lines: LogLine[],
   ) {
-    onJsonLines(child.stderr!, (l) => this.lines.push(l as LogLine));
     this.closed = new Promise((resolve) => child.on("close", () => resolve()));
   }
 
   static async start(sourceDir: string, extra: string[] = []): Promise<AgentProc> {
     const metricsAddr = `127.0.0.1:${await freePort()}`;
-    const args = [CLI, "agent", "--source", sourceDir, "--lab", LAB, "--dataplane", "nfqueue"];
+    const args = ["--source", sourceDir, "--lab", LAB, "--dataplane", "nfqueue"];
     args.push("--queue-num", String(QUEUE), "--metrics-addr", metricsAddr, ...extra);
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
-    const a = new AgentProc(child, metricsAddr);
+    const lines: LogLine[] = [];
+    const child = spawnAgent(args, (l) => lines.push(l as LogLine));
+    const a = new AgentProc(child, metricsAddr, lines);
     running.add(a);
     await a.waitReady();
     return a;

@@ -17,11 +17,9 @@ import { declaredPorts } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { pythonExecutable } from "../src/dataplane/lab/agent.js";
 import { type LabState, labUp } from "../src/dataplane/lab/lab.js";
-import { freePort, tearDown, until } from "../test/support/agent-process.js";
-import { onJsonLines } from "../test/support/json-lines.js";
+import { freePort, spawnAgent, tearDown, until } from "../test/support/agent-process.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const CLI = join(ROOT, "dist", "cli", "main.js");
 const LAB = `rv${process.pid.toString(36)}`.slice(0, 12);
 const A = "10.250.0.2";
 const B = "10.250.0.3";
@@ -136,10 +134,9 @@ beforeAll(async () => {
   );
   children.push(echo);
   metricsPort = await freePort();
-  const args = [CLI, "agent", "--source", dir, "--lab", LAB, "--revoke-established"];
+  const args = ["--source", dir, "--lab", LAB, "--revoke-established"];
   args.push("--metrics-addr", `127.0.0.1:${metricsPort}`);
-  agent = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
-  onJsonLines(agent.stderr!, (l) => logs.push(l));
+  agent = spawnAgent(args, (l) => logs.push(l));
   if (!(await until(() => logs.some((l) => l.msg === "sync"), 20_000)))
     throw new Error("the agent never synced");
 }, 90_000);

@@ -1,23 +1,13 @@
 /**
  * The agent benchmark still runs end to end (quick mode) and reports its JSON object last.
  */
-import { spawnSync } from "node:child_process";
-import { join } from "node:path";
 import { expect, it } from "vitest";
+import { runQuickBench } from "./support/bench-run.js";
 
 it("bench/agent.ts --quick --json reports latency, CPU and RSS", () => {
-  const root = join(import.meta.dirname, "..");
-  const r = spawnSync(
-    process.execPath,
-    ["--expose-gc", "--import", "tsx", join(root, "bench/agent.ts"), "--quick", "--json"],
-    {
-      cwd: root,
-      encoding: "utf8",
-      timeout: 180_000,
-    },
-  );
+  const r = runQuickBench("agent", 180_000);
   expect(r.status, r.stderr).toBe(0);
-  const out = JSON.parse(r.stdout.trim().split("\n").pop()!);
+  const out = r.json();
   for (const k of [
     "policyAddP50Ms",
     "policyAddP99Ms",

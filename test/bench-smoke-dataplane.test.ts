@@ -1,23 +1,13 @@
 /**
  * The dataplane benchmark still runs end to end (quick mode) and reports its JSON object last.
  */
-import { spawnSync } from "node:child_process";
-import { join } from "node:path";
 import { expect, it } from "vitest";
+import { runQuickBench } from "./support/bench-run.js";
 
 it("bench/dataplane.ts --quick --json prints a run with rules, sets and timings", () => {
-  const root = join(import.meta.dirname, "..");
-  const r = spawnSync(
-    process.execPath,
-    ["--import", "tsx", join(root, "bench/dataplane.ts"), "--quick", "--json"],
-    {
-      cwd: root,
-      encoding: "utf8",
-      timeout: 180_000,
-    },
-  );
+  const r = runQuickBench("dataplane", 180_000);
   expect(r.status, r.stderr).toBe(0);
-  const last = JSON.parse(r.stdout.trim().split("\n").pop()!);
+  const last = r.json();
   const run = last.runs[0];
   expect(run.rules).toBeGreaterThan(0);
   expect(run.ipsets).toBeGreaterThan(0);

@@ -2,23 +2,14 @@
  * Smoke test of bench/nfqueue.ts: the quick run completes (it builds and removes its own lab,
  * needs root) and its last stdout line is the JSON summary with sane numbers.
  */
-import { spawnSync } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
+import { runQuickBench } from "./support/bench-run.js";
 
 describe("bench/nfqueue.ts --quick --json", () => {
   it("prints a JSON summary as its last line", () => {
-    const res = spawnSync("npx", ["tsx", "bench/nfqueue.ts", "--quick", "--json"], {
-      cwd: ROOT,
-      encoding: "utf8",
-      timeout: 110_000,
-      maxBuffer: 16 << 20,
-    });
+    const res = runQuickBench("nfqueue", 110_000);
     expect(res.status, `${res.stderr}\n${res.stdout}`).toBe(0);
-    const lines = res.stdout.trim().split("\n");
-    const out = JSON.parse(lines[lines.length - 1]) as Record<string, unknown>;
+    const out = res.json() as Record<string, unknown>;
     for (const k of ["addedP50Us", "verdictP99Us"]) {
       expect(typeof out[k], k).toBe("number");
       expect(out[k] as number, k).toBeGreaterThan(0);

@@ -2,23 +2,13 @@
  * The revoke benchmark still runs end to end (quick mode: 2k real conntrack entries) and reports
  * its JSON object last: every denied entry gone, every allowed one kept, deletes over netlink.
  */
-import { spawnSync } from "node:child_process";
-import { join } from "node:path";
 import { expect, it } from "vitest";
+import { runQuickBench } from "./support/bench-run.js";
 
 it("bench/revoke.ts --quick --json revokes exactly the denied entries", () => {
-  const root = join(import.meta.dirname, "..");
-  const r = spawnSync(
-    process.execPath,
-    ["--import", "tsx", join(root, "bench/revoke.ts"), "--quick", "--json"],
-    {
-      cwd: root,
-      encoding: "utf8",
-      timeout: 120_000,
-    },
-  );
+  const r = runQuickBench("revoke", 120_000);
   expect(r.status, r.stderr).toBe(0);
-  const out = JSON.parse(r.stdout.trim().split("\n").pop()!);
+  const out = r.json();
   expect(out).toMatchObject({
     entries: 2000,
     denied: 1000,

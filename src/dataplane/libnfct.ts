@@ -8,8 +8,8 @@
  * single-entry deletes. May not: list or judge entries (conntrack.ts and the revoker do).
  */
 import { closeSync, openSync } from "node:fs";
-import ipaddr from "ipaddr.js";
 import * as koffi from "koffi";
+import { parseIP } from "../compiler/ip.js";
 
 const LIB_NAME = "libnetfilter_conntrack.so.3";
 const NFNL_SUBSYS_CTNETLINK = 1;
@@ -141,11 +141,12 @@ export class ConntrackDeleter {
     const v4 = t.family === 4;
     L.nfct_set_attr_u8(ct, ATTR_ORIG_L3PROTO, v4 ? AF_INET : AF_INET6);
     L.nfct_set_attr_u8(ct, ATTR_ORIG_L4PROTO, t.proto);
-    const src = ipaddr.parse(t.src).toByteArray();
-    const dst = ipaddr.parse(t.dst).toByteArray();
-    addr.set(src);
+    const src = parseIP(t.src);
+    const dst = parseIP(t.dst);
+    if (!src || !dst) throw new Error(`conntrack delete: not an IP address in ${t.src} -> ${t.dst}`);
+    addr.set(src.bytes);
     L.nfct_set_attr(ct, v4 ? ATTR_ORIG_IPV4_SRC : ATTR_ORIG_IPV6_SRC, addr);
-    addr.set(dst);
+    addr.set(dst.bytes);
     L.nfct_set_attr(ct, v4 ? ATTR_ORIG_IPV4_DST : ATTR_ORIG_IPV6_DST, addr);
     L.nfct_set_attr_u16(ct, ATTR_ORIG_PORT_SRC, htons(t.sport));
     L.nfct_set_attr_u16(ct, ATTR_ORIG_PORT_DST, htons(t.dport));

@@ -1,6 +1,6 @@
 /**
- * agent-process: start the real `podwall agent` (dist/cli/main.js) against an API server, programming
- * a lab node, with its JSON log lines handed to a callback. Shared by the agent e2e suite and bench.
+ * agent-process: start the real `podwall agent` (dist/cli/main.js), programming a lab node, with its
+ * JSON log lines handed to a callback. Shared by the e2e suites and the agent bench.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { rmSync } from "node:fs";
@@ -20,12 +20,20 @@ export interface KubeAgentOptions {
   onLine: (line: Record<string, unknown>) => void;
 }
 
-export function spawnKubeAgent(o: KubeAgentOptions): ChildProcess {
-  const args = [CLI, "agent", "--kubeconfig", o.kubeconfig, "--lab", o.lab, "--node-name", "lab"];
-  args.push("--metrics-addr", `127.0.0.1:${o.metricsPort}`, ...(o.extra ?? []));
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
-  onJsonLines(child.stderr!, o.onLine);
+/** `podwall agent ARGS...` as a child process; its stderr (the JSON log) goes to `onLine`. */
+export function spawnAgent(
+  args: readonly string[],
+  onLine: (line: Record<string, unknown>) => void,
+): ChildProcess {
+  const child = spawn(process.execPath, [CLI, "agent", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  onJsonLines(child.stderr!, onLine);
   return child;
+}
+
+export function spawnKubeAgent(o: KubeAgentOptions): ChildProcess {
+  const args = ["--kubeconfig", o.kubeconfig, "--lab", o.lab, "--node-name", "lab"];
+  args.push("--metrics-addr", `127.0.0.1:${o.metricsPort}`, ...(o.extra ?? []));
+  return spawnAgent(args, o.onLine);
 }
 
 /** Polls `pred` every `step` ms until it holds or `ms` passed; the last answer is returned. */
