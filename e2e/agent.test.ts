@@ -15,7 +15,7 @@ import { ApiServerDouble } from "../test/support/apiserver-double.js";
 import { deletePodChainByHand, manifestSet } from "./support/harness.js";
 import { IP, type Obj, policy, sel, xyzModel } from "./support/model.js";
 
-const LAB = "agt";
+const LAB = `agt${process.pid.toString(36)}`.slice(0, 12);
 const PORT = 19600 + (process.pid % 300);
 const TCP80 = { port: 80, protocol: "TCP" as const };
 

@@ -177,7 +177,7 @@ const XYZ_SCENARIOS: [string, Obj[], PortProto[]][] = [
 ];
 
 describe.each(MODES)("dataplane %s: lab probe equals simulate", (mode) => {
-  const suffix = mode === "iptables" ? "i" : "q";
+  const suffix = `${mode === "iptables" ? "i" : "q"}${process.pid.toString(36)}`.slice(0, 8);
 
   describe("x/y/z model, scenarios applied as deltas to one running lab", () => {
     let h: LabHarness;
@@ -422,7 +422,7 @@ describe.each(MODES)("dataplane %s: lab probe equals simulate", (mode) => {
 describe("a good neighbour: foreign rules survive, cleanup restores the node exactly", () => {
   let h: LabHarness;
   beforeAll(async () => {
-    h = await LabHarness.up("e2fi", xyzModel(), "iptables");
+    h = await LabHarness.up(`e2fi${process.pid.toString(36)}`.slice(0, 12), xyzModel(), "iptables");
   });
   afterAll(async () => {
     await h?.down();

@@ -9,6 +9,9 @@ import { join } from "node:path";
 import { expect, it } from "vitest";
 import { run } from "../src/dataplane/exec.js";
 
+const DMT = `dmt${process.pid.toString(36)}`.slice(0, 12);
+const DM2 = `dm2${process.pid.toString(36)}`.slice(0, 12);
+
 const ROOT = join(import.meta.dirname, "..");
 
 it("demo: live matrix follows a policy file edit; metrics served; lab and rules removed at the end", async () => {
@@ -23,7 +26,7 @@ it("demo: live matrix follows a policy file edit; metrics served; lab and rules 
       "--dir",
       dir,
       "--name",
-      "dmt",
+      DMT,
       "--rounds",
       "8",
       "--metrics-addr",
@@ -87,7 +90,7 @@ it("demo: live matrix follows a policy file edit; metrics served; lab and rules 
   }
   expect(out).toContain("stopping: removing podwall's rules and the lab");
   const left = await run("ip", ["netns", "list"]);
-  expect(left.stdout).not.toContain("pwl-dmt-");
+  expect(left.stdout).not.toContain(`pwl-${DMT}-`);
 }, 90_000);
 
 it("demo without --dir removes its copy of the example cluster when it stops", async () => {
@@ -97,7 +100,7 @@ it("demo without --dir removes its copy of the example cluster when it stops", a
       join(ROOT, "dist/cli/main.js"),
       "demo",
       "--name",
-      "dm2",
+      DM2,
       "--rounds",
       "1",
       "--metrics-addr",
@@ -105,8 +108,8 @@ it("demo without --dir removes its copy of the example cluster when it stops", a
     ],
     { timeoutMs: 60_000 },
   );
-  const dir = /building lab dm2 from (\S+) \.\.\./.exec(r.stdout)?.[1];
+  const dir = new RegExp(`building lab ${DM2} from (\\S+) \\.\\.\\.`).exec(r.stdout)?.[1];
   expect(dir, r.stdout).toMatch(/podwall-demo-/);
   expect(existsSync(dir!)).toBe(false);
-  expect((await run("ip", ["netns", "list"])).stdout).not.toContain("pwl-dm2-");
+  expect((await run("ip", ["netns", "list"])).stdout).not.toContain(`pwl-${DM2}-`);
 }, 90_000);

@@ -18,9 +18,10 @@ import {
   probe,
 } from "../src/dataplane/lab/lab.js";
 
-const LAB = "tlab1";
-const MATRIX = "tlab9";
-const ORPHAN = "tlab3";
+const PID = process.pid.toString(36);
+const LAB = `tl1${PID}`.slice(0, 12);
+const MATRIX = `tl9${PID}`.slice(0, 12);
+const ORPHAN = `tl3${PID}`.slice(0, 12);
 const ALL_LABS = [LAB, MATRIX, ORPHAN];
 
 const SERVE: LabPodSpec["serve"] = [
