@@ -12,7 +12,8 @@ import { runInNewContext } from "node:vm";
 import type { V1NetworkPolicy } from "@kubernetes/client-node";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ClusterSink, ObjectKind } from "../src/agent/cluster-events.js";
-import { KubeSource, ListReader } from "../src/agent/sources/kube-source.js";
+import { ListReader } from "../src/agent/sources/kube/list-reader.js";
+import { KubeSource } from "../src/agent/sources/kube-source.js";
 import type { NamespaceInfo, PodInfo } from "../src/compiler/model.js";
 import { ApiServerDouble, type KObj } from "./support/apiserver-double.js";
 
