@@ -31,7 +31,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { labLocalPods } from "../src/cli/lab.js";
+import { labLocalPods } from "../src/dataplane/lab/program.js";
 import { decide } from "../src/compiler/engine.js";
 import type { PodInfo } from "../src/compiler/model.js";
 import { PolicyTable } from "../src/compiler/table.js";

@@ -22,8 +22,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { emptyManifestSet, parseManifests } from "../src/agent/sources/manifests.js";
-import { programLab } from "../src/cli/lab.js";
-import { startUserspaceInNetns, type UserspaceHandle } from "../src/cli/userspace-lab.js";
+import { programLab } from "../src/dataplane/lab/program.js";
+import { type PolicyVerdictLoop, startPolicyVerdictLoop } from "../src/dataplane/nfqueue/policy-loop.js";
 import type { ProtoNum } from "../src/compiler/model.js";
 import { takeSnapshot } from "../src/compiler/snapshot.js";
 import { PolicyTable } from "../src/compiler/table.js";
@@ -362,7 +362,7 @@ async function measureRate(
   lab: LabState,
   table: PolicyTable,
   bin: string,
-  us: UserspaceHandle,
+  us: PolicyVerdictLoop,
 ): Promise<RateRow[]> {
   const client = lab.pods.find((p) => p.key === "bench/client")!.netns;
   const server = lab.pods.find((p) => p.key === "bench/server")!.netns;
@@ -555,7 +555,7 @@ async function main(): Promise<void> {
 
   const dir = mkdtempSync(join(tmpdir(), "podwall-nqb-"));
   let lab: LabState | undefined;
-  let us: UserspaceHandle | undefined;
+  let us: PolicyVerdictLoop | undefined;
   let serverProc: ChildProcess | undefined;
   const cleanup = async () => {
     if (serverProc && serverProc.exitCode === null) serverProc.kill("SIGKILL");
@@ -590,7 +590,7 @@ async function main(): Promise<void> {
     });
 
     // Latency runs fail-open (the default agent mode); the rate test switches to fail-closed.
-    us = await startUserspaceInNetns(lab.nodeNetns, table, QUEUE, true);
+    us = await startPolicyVerdictLoop(lab.nodeNetns, table, QUEUE, true);
     log(
       `\n(1) new TCP connection latency, ${CFG.connects} connects per mode in ${CFG.blocks} alternating blocks`,
     );
@@ -610,7 +610,7 @@ async function main(): Promise<void> {
     );
     await us.stop();
 
-    us = await startUserspaceInNetns(lab.nodeNetns, table, QUEUE, false);
+    us = await startPolicyVerdictLoop(lab.nodeNetns, table, QUEUE, false);
     log(`\n(2) verdict rate: every packet a new UDP flow, ${CFG.rateSecs} s per offered rate`);
     rates = await measureRate(lab, table, bin, us);
   } finally {

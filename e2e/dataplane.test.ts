@@ -274,7 +274,7 @@ describe.each(MODES)("dataplane %s: lab probe equals simulate", (mode) => {
     });
 
     it("local pods resolve to their bridge ports", async () => {
-      const { labLocalPods } = await import("../src/cli/lab.js");
+      const { labLocalPods } = await import("../src/dataplane/lab/program.js");
       const local = await labLocalPods(h.lab);
       expect(local).toHaveLength(9);
       expect(local.every((p) => p.bridged)).toBe(true);

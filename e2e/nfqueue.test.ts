@@ -13,11 +13,12 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadManifestFiles } from "../src/agent/sources/manifests.js";
-import { labPodsFor } from "../src/cli/lab.js";
+import { labPodsFor } from "../src/dataplane/lab/matrix.js";
 import { declaredPorts } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { type LabState, labDown, labUp, type ProbeRequest, probe } from "../src/dataplane/lab/lab.js";
-import { defaultQueueThreads, readAllQueueProcStats } from "../src/dataplane/nfqueue/queue.js";
+import { defaultQueueThreads } from "../src/dataplane/nfqueue/defaults.js";
+import { readAllQueueProcStats } from "../src/dataplane/nfqueue/queue.js";
 import { freePort, spawnAgent } from "../test/support/agent-process.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));

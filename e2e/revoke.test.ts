@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadManifestFiles } from "../src/agent/sources/manifests.js";
-import { labPodsFor } from "../src/cli/lab.js";
+import { labPodsFor } from "../src/dataplane/lab/matrix.js";
 import { declaredPorts } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { pythonExecutable } from "../src/dataplane/lab/agent.js";

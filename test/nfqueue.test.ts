@@ -8,7 +8,8 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { run } from "../src/dataplane/exec.js";
-import { type DenyEvent, NfqueueVerdictLoop, readQueueProcStats } from "../src/dataplane/nfqueue/queue.js";
+import type { DenyEvent } from "../src/dataplane/nfqueue/protocol.js";
+import { NfqueueVerdictLoop, readQueueProcStats } from "../src/dataplane/nfqueue/queue.js";
 
 const TAG = `tnq-${process.pid}`;
 const NODE = `${TAG}-n`;

@@ -3,15 +3,16 @@
  * loop), whose probe matrix is compared cell by cell with the compiled table's simulate matrix.
  */
 import { emptyManifestSet, type ManifestSet, parseManifests } from "../../src/agent/sources/manifests.js";
-import { labLocalPods, labPodsFor, probeMatrix } from "../../src/cli/lab.js";
-import { startUserspaceInNetns, type UserspaceHandle } from "../../src/cli/userspace-lab.js";
+import { labPodsFor, probeMatrix } from "../../src/dataplane/lab/matrix.js";
+import { labLocalPods } from "../../src/dataplane/lab/program.js";
+import { type PolicyVerdictLoop, startPolicyVerdictLoop } from "../../src/dataplane/nfqueue/policy-loop.js";
 import { computeMatrix, declaredPorts, type Matrix, type PortProto } from "../../src/compiler/matrix.js";
 import { namespaceFromK8s, podFromK8s } from "../../src/compiler/normalize.js";
 import { PolicyTable } from "../../src/compiler/table.js";
 import { type ApplyStats, KernelApplier } from "../../src/dataplane/apply.js";
 import { run } from "../../src/dataplane/exec.js";
 import { type LabState, labDown, labUp } from "../../src/dataplane/lab/lab.js";
-import { defaultQueueThreads } from "../../src/dataplane/nfqueue/queue.js";
+import { defaultQueueThreads } from "../../src/dataplane/nfqueue/defaults.js";
 import { renderNode } from "../../src/dataplane/render.js";
 import type { Obj } from "./model.js";
 
@@ -47,7 +48,7 @@ export function manifestSet(objs: Obj[]): ManifestSet {
 export class LabHarness {
   readonly table = new PolicyTable();
   readonly applier: KernelApplier;
-  userspace: UserspaceHandle | undefined;
+  userspace: PolicyVerdictLoop | undefined;
 
   private constructor(
     readonly lab: LabState,
@@ -70,7 +71,7 @@ export class LabHarness {
     for (const n of set.namespaces) h.table.upsertNamespace(n);
     for (const p of set.pods) h.table.upsertPod(p);
     if (mode === "nfqueue") {
-      h.userspace = await startUserspaceInNetns(lab.nodeNetns, h.table, 100, false);
+      h.userspace = await startPolicyVerdictLoop(lab.nodeNetns, h.table, 100, false);
     }
     return h;
   }

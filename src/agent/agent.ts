@@ -1,6 +1,6 @@
 /**
  * agent: the per-node process: a cluster source feeding the reconciler, which programs the kernel;
- * the health/metrics server; the optional userspace (NFQUEUE) verdict loop; clean shutdown.
+ * the health/metrics server; the optional NFQUEUE verdict loop; clean shutdown.
  *
  * Owns: wiring and lifecycle. Start-up adopts whatever PODWALL- state a previous run left (the
  * applier diffs against the kernel, never flushes first), so a restart opens no window. SIGTERM
@@ -26,37 +26,8 @@ import { Reconciler } from "./reconciler.js";
 import { EstablishedRevoker } from "./revoker.js";
 import { FileSource } from "./sources/file-source.js";
 import { KubeSource } from "./sources/kube-source.js";
-import { UserspaceVerdicts } from "./userspace.js";
-
-export interface AgentOptions {
-  nodeName: string;
-  kubeconfig?: string;
-  source?: string;
-  lab?: string;
-  metricsAddr?: string;
-  dataplane: "iptables" | "nfqueue";
-  queueNum: number;
-  /** nfqueue: queues (and pinned verdict threads), one per CPU by default. */
-  queueThreads: number;
-  failOpen: boolean;
-  cleanupOnExit: boolean;
-  resyncSeconds: number;
-  batchDelayMs: number;
-  denyAction: "DROP" | "REJECT";
-  serviceCIDRs: string[];
-  logLevel?: string;
-  /** Write logs to this file instead of stderr (the demo keeps the terminal for its matrix). */
-  logFile?: string;
-  denyLogPerSecond: number;
-  /** Serve the chained CNI plugin on this unix socket (off when unset). */
-  cniSocket?: string;
-  /** How long a CNI ADD may wait for its pod to be known and programmed. */
-  cniWaitSeconds?: number;
-  /** Keep podwall-cni chained in the first conflist of this directory. */
-  cniConfDir?: string;
-  /** After a policy change, delete the conntrack entries of connections the new policy denies. */
-  revokeEstablished?: boolean;
-}
+import { NfqueueVerdicts } from "./nfqueue-verdicts.js";
+import { AGENT_DEFAULTS, type AgentOptions } from "./options.js";
 
 export class Agent {
   readonly log: Logger;
@@ -70,7 +41,7 @@ export class Agent {
   cni: CniAdmission | undefined;
   private cniKeeper: CniChainKeeper | undefined;
   private revoker: EstablishedRevoker | undefined;
-  private userspace: UserspaceVerdicts | undefined;
+  private nfqueue: NfqueueVerdicts | undefined;
   private tick = Date.now();
   private ticker: NodeJS.Timeout | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
@@ -101,7 +72,7 @@ export class Agent {
     this.applier = new KernelApplier({ netns });
     const backend = await this.applier.detectBackend();
     if (o.dataplane === "nfqueue") {
-      this.userspace = new UserspaceVerdicts({
+      this.nfqueue = new NfqueueVerdicts({
         queueNum: o.queueNum,
         queueCount: o.queueThreads,
         failOpen: o.failOpen,
@@ -134,7 +105,7 @@ export class Agent {
       log: this.log,
       batchDelayMs: o.batchDelayMs,
       resyncIntervalMs: o.resyncSeconds * 1000,
-      beforeApply: this.userspace ? (t) => this.userspace!.publish(t) : undefined,
+      beforeApply: this.nfqueue ? (t) => this.nfqueue!.publish(t) : undefined,
       afterSync: this.revoker ? () => this.revoker!.request() : undefined,
     });
     this.source = o.source
@@ -179,7 +150,7 @@ export class Agent {
       this.cni = new CniAdmission({
         reconciler: this.reconciler,
         log: this.log,
-        waitMs: (o.cniWaitSeconds ?? 30) * 1000,
+        waitMs: (o.cniWaitSeconds ?? AGENT_DEFAULTS.cniWaitSeconds) * 1000,
         // Beside the socket: a node directory that outlives the agent's container.
         hintsFile: join(dirname(o.cniSocket), "cni-hints.json"),
       });
@@ -216,7 +187,7 @@ export class Agent {
     } else {
       this.log.info("kernel state left in place: enforcement continues until the next agent adopts it");
     }
-    await this.userspace?.stop();
+    await this.nfqueue?.stop();
     this.log.flush?.();
   }
 }

@@ -123,7 +123,7 @@ function isHint(v: unknown): v is Hint {
 export class CniAdmission implements ClusterSink {
   private readonly hints = new Map<string, Hint>();
 
-  constructor(private readonly o: CniAdmissionOptions) {
+  constructor(private readonly opts: CniAdmissionOptions) {
     this.load();
   }
 
@@ -136,42 +136,42 @@ export class CniAdmission implements ClusterSink {
     const hint = this.hints.get(key);
     if (hint && !otherIncarnation(hint, pod.uid) && !sameAddresses(pod.ips, hint.ips)) {
       // No addresses yet, or those of a sandbox that is gone: the network plugin's word stands.
-      this.o.reconciler.upsertPod({ ...pod, ips: hint.ips });
+      this.opts.reconciler.upsertPod({ ...pod, ips: hint.ips });
       return;
     }
     // The status reports the same addresses now (it takes over), or the hint is a former pod's.
     if (hint) this.forget(key);
-    this.o.reconciler.upsertPod(pod);
+    this.opts.reconciler.upsertPod(pod);
   }
 
   deletePod(namespace: string, name: string): void {
     this.forget(`${namespace}/${name}`);
-    this.o.reconciler.deletePod(namespace, name);
+    this.opts.reconciler.deletePod(namespace, name);
   }
 
   upsertNamespace(ns: NamespaceInfo): void {
-    this.o.reconciler.upsertNamespace(ns);
+    this.opts.reconciler.upsertNamespace(ns);
   }
   deleteNamespace(name: string): void {
-    this.o.reconciler.deleteNamespace(name);
+    this.opts.reconciler.deleteNamespace(name);
   }
   upsertPolicy(policy: V1NetworkPolicy): void {
-    this.o.reconciler.upsertPolicy(policy);
+    this.opts.reconciler.upsertPolicy(policy);
   }
   deletePolicy(namespace: string, name: string): void {
-    this.o.reconciler.deletePolicy(namespace, name);
+    this.opts.reconciler.deletePolicy(namespace, name);
   }
   rejected(kind: ObjectKind, key: string, error: Error): void {
-    this.o.reconciler.rejected(kind, key, error);
+    this.opts.reconciler.rejected(kind, key, error);
   }
   synced(): void {
     // Pods deleted while the agent was down: the first complete list no longer has them.
     let pruned = false;
     for (const key of this.hints.keys()) {
-      if (!this.o.reconciler.table.pod(key)) pruned = this.hints.delete(key);
+      if (!this.opts.reconciler.table.pod(key)) pruned = this.hints.delete(key);
     }
     if (pruned) this.save();
-    this.o.reconciler.synced();
+    this.opts.reconciler.synced();
   }
 
   private forget(key: string): void {
@@ -179,7 +179,7 @@ export class CniAdmission implements ClusterSink {
   }
 
   private load(): void {
-    const file = this.o.hintsFile;
+    const file = this.opts.hintsFile;
     if (!file) return;
     let text: string;
     try {
@@ -191,23 +191,23 @@ export class CniAdmission implements ClusterSink {
       const obj = JSON.parse(text) as Record<string, unknown>;
       for (const [key, hint] of Object.entries(obj)) {
         if (isHint(hint)) this.hints.set(key, hint);
-        else this.o.log.warn({ file, pod: key }, "cni hints: unreadable entry skipped");
+        else this.opts.log.warn({ file, pod: key }, "cni hints: unreadable entry skipped");
       }
-      if (this.hints.size) this.o.log.info({ file, hints: this.hints.size }, "cni hints: loaded");
+      if (this.hints.size) this.opts.log.info({ file, hints: this.hints.size }, "cni hints: loaded");
     } catch (e) {
-      this.o.log.warn({ file, err: (e as Error).message }, "cni hints: file is not JSON; starting without");
+      this.opts.log.warn({ file, err: (e as Error).message }, "cni hints: file is not JSON; starting without");
     }
   }
 
   /** Whole-file replace by rename, so a crash mid-write leaves the previous version. */
   private save(): void {
-    const file = this.o.hintsFile;
+    const file = this.opts.hintsFile;
     if (!file) return;
     try {
       writeFileSync(`${file}.tmp`, JSON.stringify(Object.fromEntries(this.hints)), { mode: 0o600 });
       renameSync(`${file}.tmp`, file);
     } catch (e) {
-      this.o.log.warn({ file, err: (e as Error).message }, "cni hints: not saved (kept in memory)");
+      this.opts.log.warn({ file, err: (e as Error).message }, "cni hints: not saved (kept in memory)");
     }
   }
 
@@ -222,8 +222,8 @@ export class CniAdmission implements ClusterSink {
     // Not a Kubernetes pod (no K8S_POD_* args): nothing podwall knows to enforce.
     if (!pod) return { result, waitedMs: 0 };
     const key = `${pod.namespace}/${pod.name}`;
-    const r = this.o.reconciler;
-    const deadline = Date.now() + this.o.waitMs;
+    const r = this.opts.reconciler;
+    const deadline = Date.now() + this.opts.waitMs;
     const left = () => deadline - Date.now();
 
     // 1. The pod object must be known (the informer may lag the kubelet by a moment), and be this
@@ -246,7 +246,7 @@ export class CniAdmission implements ClusterSink {
     // 3. A sync that starts after that, and has the pod among the local pods if policy isolates it.
     for (;;) {
       if (!(await r.nextSync(left())))
-        throw new CniError(11, `pod ${key}: no successful sync within ${this.o.waitMs} ms`);
+        throw new CniError(11, `pod ${key}: no successful sync within ${this.opts.waitMs} ms`);
       const now = r.table.pod(key);
       const id = now?.identity;
       const isolated =
@@ -261,7 +261,7 @@ export class CniAdmission implements ClusterSink {
       await sleep(Math.min(50, left()));
     }
     const waitedMs = performance.now() - t0;
-    this.o.log.info(
+    this.opts.log.info(
       { pod: key, ips: conf.ips, containerId: req.containerId, waitedMs: Math.round(waitedMs) },
       "cni add: pod programmed",
     );

@@ -2,9 +2,9 @@
  * reconciler: keeps the kernel in step with the cluster.
  *
  * Owns: feeding source events into the incremental table, coalescing changes into batches (first
- * event opens a window of `batchDelayMs`), rendering and applying each batch as a minimal delta,
- * retrying failed applies with capped exponential backoff (a failed iptables-restore changes nothing,
- * and the kernel view is re-read before the retry), periodic resync that re-reads the kernel and
+ * event opens a window of `batchDelayMs`; the timing is a BoundedRunner's), rendering and applying
+ * each batch as a minimal delta, retrying failed applies with capped exponential backoff (a failed
+ * iptables-restore changes nothing, and the kernel view is re-read before the retry), periodic resync that re-reads the kernel and
  * repairs drift, readiness, and the event->enforced latency metric.
  * Nothing is programmed before the source reports `synced` (a half-known cluster would open holes);
  * a rejected object is logged and counted, and its last good version stays in force.
@@ -17,6 +17,7 @@ import type { PolicyTable } from "../compiler/table.js";
 import type { ApplyStats, KernelApplier } from "../dataplane/apply.js";
 import { type LocalPod, type RenderOptions, renderNode } from "../dataplane/render.js";
 import type { ClusterSink, ObjectKind } from "./cluster-events.js";
+import { BoundedRunner } from "./bounded-runner.js";
 import type { Logger } from "./log.js";
 import { noteSyncEvents } from "./memory.js";
 import type { Metrics } from "./metrics.js";
@@ -42,34 +43,38 @@ export interface ReconcilerOptions {
 }
 
 export class Reconciler implements ClusterSink {
-  private readonly o: Required<Omit<ReconcilerOptions, "beforeApply" | "afterSync">> & ReconcilerOptions;
+  private readonly opts: Required<Omit<ReconcilerOptions, "beforeApply" | "afterSync">> & ReconcilerOptions;
+  private readonly runner: BoundedRunner;
   private isSynced = false;
   private programmedOnce = false;
   private lastSyncOk = false;
-  private timer: NodeJS.Timeout | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private retryAfter: number | undefined;
-  private failures = 0;
-  private stopped = false;
   /** Receive times of events whose effect is not yet in the kernel. */
   private pending: number[] = [];
   private readonly rejectedKeys = new Map<ObjectKind, Set<string>>();
   lastStats: ApplyStats | undefined;
   lastError: Error | undefined;
-  heartbeat = Date.now();
   /** Keys of the local pods the last successful sync programmed for. */
   lastLocal: ReadonlySet<string> = new Set();
   private started = 0;
   private syncWaiters: { after: number; resolve: () => void }[] = [];
 
   constructor(opts: ReconcilerOptions) {
-    this.o = { batchDelayMs: 20, resyncIntervalMs: 300_000, maxBackoffMs: 10_000, ...opts };
+    this.opts = { batchDelayMs: 20, resyncIntervalMs: 300_000, maxBackoffMs: 10_000, ...opts };
+    this.runner = new BoundedRunner({
+      task: () => this.syncOnce(),
+      delayMs: this.opts.batchDelayMs,
+      retry: { initialMs: 100, maxMs: this.opts.maxBackoffMs },
+      onFailure: (err, attempt, retryInMs) =>
+        this.opts.log.error(
+          { err: err.message, attempt, retryInMs },
+          "sync failed; previous kernel state stays in force",
+        ),
+    });
   }
 
   get table(): PolicyTable {
-    return this.o.table;
+    return this.opts.table;
   }
 
   /** Ready: the first complete sync is programmed and the latest one succeeded. */
@@ -80,41 +85,41 @@ export class Reconciler implements ClusterSink {
   // ---------------------------------------------------------------- ClusterSink
 
   private event(kind: ObjectKind, type: string, changed: boolean): void {
-    this.o.metrics.eventsReceived.inc({ kind, type });
+    this.opts.metrics.eventsReceived.inc({ kind, type });
     if (!changed) return;
     if (this.pending.length < 100_000) this.pending.push(performance.now());
     this.schedule();
   }
 
   upsertPod(pod: PodInfo): void {
-    const existed = this.o.table.pod(`${pod.namespace}/${pod.name}`) !== undefined;
-    this.event("Pod", existed ? "update" : "add", this.o.table.upsertPod(pod));
+    const existed = this.opts.table.pod(`${pod.namespace}/${pod.name}`) !== undefined;
+    this.event("Pod", existed ? "update" : "add", this.opts.table.upsertPod(pod));
   }
 
   deletePod(namespace: string, name: string): void {
-    this.event("Pod", "delete", this.o.table.deletePod(namespace, name));
+    this.event("Pod", "delete", this.opts.table.deletePod(namespace, name));
   }
 
   upsertNamespace(ns: NamespaceInfo): void {
     this.event(
       "Namespace",
-      this.o.table.hasNamespace(ns.name) ? "update" : "add",
-      this.o.table.upsertNamespace(ns),
+      this.opts.table.hasNamespace(ns.name) ? "update" : "add",
+      this.opts.table.upsertNamespace(ns),
     );
   }
 
   deleteNamespace(name: string): void {
-    this.event("Namespace", "delete", this.o.table.deleteNamespace(name));
+    this.event("Namespace", "delete", this.opts.table.deleteNamespace(name));
   }
 
   upsertPolicy(policy: V1NetworkPolicy): void {
     const key = `${policy.metadata?.namespace ?? "default"}/${policy.metadata?.name ?? ""}`;
-    const type = this.o.table.policy(key) ? "update" : "add";
+    const type = this.opts.table.policy(key) ? "update" : "add";
     let changed: boolean;
     try {
-      changed = this.o.table.upsertPolicy(policy);
+      changed = this.opts.table.upsertPolicy(policy);
     } catch (e) {
-      this.o.metrics.eventsReceived.inc({ kind: "NetworkPolicy", type });
+      this.opts.metrics.eventsReceived.inc({ kind: "NetworkPolicy", type });
       this.rejected("NetworkPolicy", key, e as Error);
       return;
     }
@@ -124,18 +129,18 @@ export class Reconciler implements ClusterSink {
 
   deletePolicy(namespace: string, name: string): void {
     this.clearRejected("NetworkPolicy", `${namespace}/${name}`);
-    this.event("NetworkPolicy", "delete", this.o.table.deletePolicy(namespace, name));
+    this.event("NetworkPolicy", "delete", this.opts.table.deletePolicy(namespace, name));
   }
 
   rejected(kind: ObjectKind, key: string, error: Error): void {
-    this.o.metrics.rejectedObjects.inc({ kind });
+    this.opts.metrics.rejectedObjects.inc({ kind });
     let set = this.rejectedKeys.get(kind);
     if (!set) this.rejectedKeys.set(kind, (set = new Set()));
     set.add(key);
-    this.o.metrics.rejectedCurrent.set({ kind }, set.size);
+    this.opts.metrics.rejectedCurrent.set({ kind }, set.size);
     const kept =
-      kind === "NetworkPolicy" && this.o.table.policy(key) ? "; its last good version stays in force" : "";
-    this.o.log.warn(
+      kind === "NetworkPolicy" && this.opts.table.policy(key) ? "; its last good version stays in force" : "";
+    this.opts.log.warn(
       { kind, object: key, field: error instanceof InputError ? error.field : undefined, err: error.message },
       `rejected ${kind} ${key}: ${error.message}${kept}`,
     );
@@ -143,13 +148,13 @@ export class Reconciler implements ClusterSink {
 
   private clearRejected(kind: ObjectKind, key: string): void {
     const set = this.rejectedKeys.get(kind);
-    if (set?.delete(key)) this.o.metrics.rejectedCurrent.set({ kind }, set.size);
+    if (set?.delete(key)) this.opts.metrics.rejectedCurrent.set({ kind }, set.size);
   }
 
   synced(): void {
     if (this.isSynced) return;
     this.isSynced = true;
-    this.o.log.info(this.o.table.stats(), "cluster view complete; programming the kernel");
+    this.opts.log.info(this.opts.table.stats(), "cluster view complete; programming the kernel");
     this.schedule(0);
     this.armResync();
   }
@@ -157,48 +162,24 @@ export class Reconciler implements ClusterSink {
   // ---------------------------------------------------------------- loop
 
   /** Ask for a sync soon (changes) or now; coalesces with one already waiting. */
-  schedule(delayMs = this.o.batchDelayMs): void {
-    if (!this.isSynced || this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    if (this.timer) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.launch();
-    }, delayMs);
-  }
-
-  private launch(): void {
-    this.running = this.syncOnce().finally(() => {
-      this.running = undefined;
-      const delay = this.retryAfter ?? (this.again ? this.o.batchDelayMs : undefined);
-      this.retryAfter = undefined;
-      this.again = false;
-      if (delay !== undefined) this.schedule(delay);
-    });
+  schedule(delayMs = this.opts.batchDelayMs): void {
+    if (!this.isSynced) return;
+    this.runner.request(delayMs);
   }
 
   private armResync(): void {
-    if (this.o.resyncIntervalMs <= 0) return;
+    if (this.opts.resyncIntervalMs <= 0) return;
     this.resyncTimer = setInterval(() => {
       // Re-read the kernel so hand-made changes to our chains and sets are found and repaired.
-      this.o.applier.invalidate();
+      this.opts.applier.invalidate();
       this.schedule(0);
-    }, this.o.resyncIntervalMs);
+    }, this.opts.resyncIntervalMs);
     this.resyncTimer.unref();
   }
 
   /** Run a sync now and wait for it (tests, shutdown paths). */
-  async syncNow(): Promise<void> {
-    while (this.running) await this.running;
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
-    this.launch();
-    await this.running;
+  syncNow(): Promise<void> {
+    return this.runner.runNow();
   }
 
   /**
@@ -229,20 +210,18 @@ export class Reconciler implements ClusterSink {
 
   private async syncOnce(): Promise<void> {
     const seq = ++this.started;
-    this.heartbeat = Date.now();
     const t0 = performance.now();
     const batch = this.pending;
     this.pending = [];
-    const { table, metrics, log } = this.o;
+    const { table, metrics, log } = this.opts;
     try {
-      const local = await this.o.local.localPods(table);
-      await this.o.beforeApply?.(table);
-      const desired = renderNode(table, local, this.o.render);
-      const stats = await this.o.applier.apply(desired);
+      const local = await this.opts.local.localPods(table);
+      await this.opts.beforeApply?.(table);
+      const desired = renderNode(table, local, this.opts.render);
+      const stats = await this.opts.applier.apply(desired);
       const done = performance.now();
       this.lastStats = stats;
       this.lastError = undefined;
-      this.failures = 0;
       this.lastSyncOk = true;
       this.programmedOnce = true;
       this.lastLocal = new Set(local.map((p) => p.key));
@@ -284,31 +263,22 @@ export class Reconciler implements ClusterSink {
         },
         "sync",
       );
-      this.o.afterSync?.(stats);
+      this.opts.afterSync?.(stats);
       noteSyncEvents(batch.length);
     } catch (e) {
-      const err = e as Error;
-      this.lastError = err;
+      this.lastError = e as Error;
       this.lastSyncOk = false;
-      this.failures++;
       // Keep the events: their latency is measured when a later sync lands them.
       this.pending = batch.concat(this.pending);
-      this.o.applier.invalidate();
+      this.opts.applier.invalidate();
       metrics.syncs.inc({ result: "error" });
       metrics.applyErrors.inc();
-      const backoff = Math.min(this.o.maxBackoffMs, 100 * 2 ** Math.min(this.failures - 1, 10));
-      log.error(
-        { err: err.message, attempt: this.failures, retryInMs: backoff },
-        "sync failed; previous kernel state stays in force",
-      );
-      this.retryAfter = backoff;
+      throw e; // the runner logs it and retries with backoff
     }
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
     if (this.resyncTimer) clearInterval(this.resyncTimer);
-    while (this.running) await this.running;
+    await this.runner.stop();
   }
 }

@@ -4,7 +4,7 @@
  *
  * Owns: choosing which entries to delete (decide() on the flow as policy sees it, after DNAT; once
  * per source, destination, protocol and port, not per entry), sparing flows from the node's own
- * addresses (exempt on ingress, as in the rules), and one pass at a time. Without this flag
+ * addresses (exempt on ingress, as in the rules), and one pass at a time (a BoundedRunner's timing). Without this flag
  * podwall, like Calico and Antrea, lets established connections finish.
  * May not: run iptables or change rules; it only deletes conntrack entries.
  */
@@ -12,6 +12,7 @@ import { decide } from "../compiler/engine.js";
 import type { PolicyTable } from "../compiler/table.js";
 import { type CtFlow, deleteFlows, listFlows, PROTO_NAMES } from "../dataplane/conntrack.js";
 import { run } from "../dataplane/exec.js";
+import { BoundedRunner } from "./bounded-runner.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 
@@ -39,45 +40,53 @@ export interface RevokePass {
   via: "netlink" | "conntrack-tool";
 }
 
+export interface RevokerOptions {
+  table: PolicyTable;
+  netns?: string;
+  metrics: Metrics;
+  log: Logger;
+}
+
 export class EstablishedRevoker {
   lastPass: RevokePass | undefined;
   private generation = -1;
-  private running: Promise<void> | undefined;
-  private again = false;
+  private readonly runner: BoundedRunner;
 
-  constructor(private readonly o: { table: PolicyTable; netns?: string; metrics: Metrics; log: Logger }) {}
+  constructor(private readonly opts: RevokerOptions) {
+    this.runner = new BoundedRunner({
+      task: () => this.timedPass(),
+      delayMs: 0,
+      // No retry of its own: a failed pass is logged and the next sync asks again.
+      onFailure: (err) => opts.log.warn({ err: err.message }, "revoking established connections failed"),
+    });
+  }
 
   /** Ask for a pass (after a sync); coalesces with one already running. */
   request(): void {
-    if (this.o.table.generation === this.generation) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    const t0 = performance.now();
-    const seconds = () => (performance.now() - t0) / 1000;
-    this.running = this.pass()
-      .then(() => this.o.metrics.revokePasses.observe({ result: "ok" }, seconds()))
-      .catch((e) => {
-        this.o.metrics.revokePasses.observe({ result: "error" }, seconds());
-        this.o.log.warn({ err: (e as Error).message }, "revoking established connections failed");
-      })
-      .finally(() => {
-        this.running = undefined;
-        if (this.again) {
-          this.again = false;
-          this.request();
-        }
-      });
+    if (this.opts.table.generation === this.generation) return;
+    this.runner.request(0);
   }
 
   /** Resolves when no pass is running (tests, shutdown). */
-  async idle(): Promise<void> {
-    while (this.running) await this.running;
+  idle(): Promise<void> {
+    return this.runner.idle();
+  }
+
+  private async timedPass(): Promise<void> {
+    // A pass asked for while the previous one ran may find that one already judged this generation.
+    if (this.opts.table.generation === this.generation) return;
+    const t0 = performance.now();
+    try {
+      await this.pass();
+      this.opts.metrics.revokePasses.observe({ result: "ok" }, (performance.now() - t0) / 1000);
+    } catch (e) {
+      this.opts.metrics.revokePasses.observe({ result: "error" }, (performance.now() - t0) / 1000);
+      throw e;
+    }
   }
 
   private async pass(): Promise<void> {
-    const { table, netns, metrics, log } = this.o;
+    const { table, netns, metrics, log } = this.opts;
     const generation = table.generation;
     const t0 = performance.now();
     const [flows, own] = await Promise.all([listFlows(netns), localAddresses(netns)]);

@@ -4,6 +4,7 @@
  */
 import { hostname } from "node:os";
 import type { Command } from "commander";
+import { AGENT_DEFAULTS as D, agentOptions } from "../agent/options.js";
 import { action, collect, UsageError } from "./errors.js";
 import { parseQueueOptions } from "./queue-options.js";
 
@@ -15,16 +16,16 @@ export function registerAgent(program: Command): void {
     .option("--node-name <name>", "this node's name (default: $NODE_NAME, then the host name)")
     .option("--source <dir>", "read and watch a folder of manifests instead of the API server")
     .option("--lab <name>", "program a running `podwall lab` node instead of this host")
-    .option("--metrics-addr <host:port>", "serve /metrics, /healthz and /readyz here", "0.0.0.0:9472")
+    .option("--metrics-addr <host:port>", "serve /metrics, /healthz and /readyz here", D.metricsAddr)
     .option(
       "--dataplane <mode>",
       "iptables (kernel rules) or nfqueue (first packet of each connection judged in userspace)",
-      "iptables",
+      D.dataplane,
     )
     .option(
       "--queue-num <n>",
       "NFQUEUE number for --dataplane nfqueue (the first, with several threads)",
-      "100",
+      String(D.queueNum),
     )
     .option(
       "--queue-threads <n>",
@@ -39,11 +40,11 @@ export function registerAgent(program: Command): void {
       "after a policy change, cut established connections the new policy denies (default: let them finish)",
     )
     .option("--cleanup-on-exit", "remove podwall's kernel state on SIGTERM (default: leave it enforcing)")
-    .option("--resync-seconds <s>", "re-read the kernel and repair drift this often", "300")
-    .option("--batch-delay-ms <ms>", "coalesce changes for this long before programming", "20")
-    .option("--deny-action <action>", "DROP or REJECT for denied packets (iptables mode)", "DROP")
+    .option("--resync-seconds <s>", "re-read the kernel and repair drift this often", String(D.resyncSeconds))
+    .option("--batch-delay-ms <ms>", "coalesce changes for this long before programming", String(D.batchDelayMs))
+    .option("--deny-action <action>", "DROP or REJECT for denied packets (iptables mode)", D.denyAction)
     .option("--service-cidr <cidr>", "IPVS ClusterIP range: judged after translation (repeatable)", collect)
-    .option("--deny-logs-per-second <n>", "nfqueue: deny log lines per second before suppression", "20")
+    .option("--deny-logs-per-second <n>", "nfqueue: deny log lines per second before suppression", String(D.denyLogPerSecond))
     .option(
       "--cni-conf-dir <dir>",
       "keep podwall-cni chained in the first .conflist here (a network plugin may rewrite its file)",
@@ -55,9 +56,9 @@ export function registerAgent(program: Command): void {
     .option(
       "--cni-wait-seconds <s>",
       "how long a CNI ADD may wait for its pod to be known and programmed",
-      "30",
+      String(D.cniWaitSeconds),
     )
-    .option("--log-level <level>", "trace, debug, info, warn or error", "info")
+    .option("--log-level <level>", "trace, debug, info, warn or error", D.logLevel)
     .action(
       action(async (o: Record<string, string | boolean | string[] | undefined>) => {
         const dataplane = o.dataplane as string;
@@ -68,7 +69,8 @@ export function registerAgent(program: Command): void {
           throw new UsageError("--deny-action must be DROP or REJECT");
         // Loaded on demand: the Kubernetes client is heavy, and the offline commands never need it.
         const { Agent } = await import("../agent/agent.js");
-        const agent = new Agent({
+        const agent = new Agent(
+          agentOptions({
           nodeName: (o.nodeName as string) || process.env.NODE_NAME || hostname(),
           kubeconfig: o.kubeconfig as string | undefined,
           source: o.source as string | undefined,
@@ -88,7 +90,8 @@ export function registerAgent(program: Command): void {
           cniConfDir: (o.cniConfDir as string | undefined) || undefined,
           revokeEstablished: !!o.revokeEstablished,
           cniWaitSeconds: positive("--cni-wait-seconds", o.cniWaitSeconds as string),
-        });
+        }),
+        );
         let stopping = false;
         const stop = async (sig: string) => {
           if (stopping) return;

@@ -8,6 +8,7 @@ import { tableFromManifests } from "../agent/sources/manifests.js";
 import { podKey } from "../compiler/model.js";
 import { KernelApplier } from "../dataplane/apply.js";
 import { loadLab } from "../dataplane/lab/lab.js";
+import { DEFAULT_QUEUE_NUM } from "../dataplane/nfqueue/defaults.js";
 import { type LocalPod, renderNode, restoreTexts, shortHash } from "../dataplane/render.js";
 import { action, collect, UsageError } from "./errors.js";
 import { parseQueueOptions, queueRenderOptions } from "./queue-options.js";
@@ -25,7 +26,7 @@ export function registerDataplane(program: Command): void {
       collect,
     )
     .option("--dataplane <mode>", "iptables or nfqueue", "iptables")
-    .option("--queue-num <n>", "NFQUEUE number (the first, with several threads)", "100")
+    .option("--queue-num <n>", "NFQUEUE number (the first, with several threads)", String(DEFAULT_QUEUE_NUM))
     .option("--queue-threads <n>", "nfqueue: queues spread by CPU (default: one per CPU, at most 8)")
     .action(
       action(

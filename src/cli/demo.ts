@@ -10,12 +10,12 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
+import { agentOptions } from "../agent/options.js";
 import { loadManifestFiles, tableFromManifests } from "../agent/sources/manifests.js";
 import { declaredPorts, type Matrix } from "../compiler/matrix.js";
 import { labDown, labUp } from "../dataplane/lab/lab.js";
-import { defaultQueueThreads } from "../dataplane/nfqueue/queue.js";
+import { labPodsFor, probeMatrix } from "../dataplane/lab/matrix.js";
 import { action, UsageError } from "./errors.js";
-import { labPodsFor, probeMatrix } from "./lab.js";
 
 function exampleDir(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -78,23 +78,18 @@ export function registerDemo(program: Command): void {
           process.stdout.write(`building lab ${opts.name} from ${dir} ...\n`);
           const lab = await labUp(opts.name, labPodsFor(set, ports));
           const { Agent } = await import("../agent/agent.js");
-          const agent = new Agent({
-            nodeName: "demo-node",
-            source: dir,
-            lab: opts.name,
-            metricsAddr: opts.metricsAddr,
-            dataplane: opts.dataplane === "nfqueue" ? "nfqueue" : "iptables",
-            queueNum: 100,
-            queueThreads: defaultQueueThreads(),
-            failOpen: true,
-            cleanupOnExit: true,
-            resyncSeconds: 300,
-            batchDelayMs: 20,
-            denyAction: "DROP",
-            serviceCIDRs: [],
-            logFile,
-            denyLogPerSecond: 20,
-          });
+          const agent = new Agent(
+            agentOptions({
+              nodeName: "demo-node",
+              source: dir,
+              lab: opts.name,
+              metricsAddr: opts.metricsAddr,
+              dataplane: opts.dataplane === "nfqueue" ? "nfqueue" : "iptables",
+              // The demo's lab and rules are its own: Ctrl-C removes them.
+              cleanupOnExit: true,
+              logFile,
+            }),
+          );
           let stopping = false;
           const shutdown = async () => {
             if (stopping) return;

@@ -2,55 +2,23 @@
  * cli/lab: `podwall lab up|down|probe`: a node made of network namespaces, for tests, demos and
  * operators' experiments, and the real-packet counterpart of `podwall simulate`.
  *
- * Owns: turning manifests into lab pods (each serves every port any pod declares, so a probe
- * measures policy, not a missing listener), and the probe matrix in simulate's JSON shape: there
- * `allowed` is what real packets did; `ingress`/`egress` are the compiled table's view, for context.
+ * Owns: the flags, and remembering which manifests a lab was built from (so `probe --name` can
+ * compare). The lab itself, its pods and its probe matrix are src/dataplane/lab's.
  * May not: touch the host network namespace: everything runs inside the lab's namespaces.
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Command } from "commander";
-import type { ManifestSet } from "../agent/sources/manifests.js";
 import { loadManifestFiles, tableFromManifests } from "../agent/sources/manifests.js";
-import { decide } from "../compiler/engine.js";
-import {
-  declaredPorts,
-  formatMatrix,
-  type Matrix,
-  type MatrixResult,
-  matrixPods,
-  type PortProto,
-  pairAddresses,
-  portLabel,
-} from "../compiler/matrix.js";
-import { PROTO, podKey } from "../compiler/model.js";
-import type { PolicyTable } from "../compiler/table.js";
-import { KernelApplier } from "../dataplane/apply.js";
-import {
-  type LabPodSpec,
-  type LabState,
-  labDown,
-  labUp,
-  loadLab,
-  type ProbeRequest,
-  probe,
-} from "../dataplane/lab/lab.js";
+import { declaredPorts, formatMatrix, type Matrix } from "../compiler/matrix.js";
+import { labDown, labUp, loadLab } from "../dataplane/lab/lab.js";
+import { labPodsFor, probeMatrix } from "../dataplane/lab/matrix.js";
+import { programLab } from "../dataplane/lab/program.js";
 import { LAB_STATE_DIR as STATE_DIR } from "../dataplane/lab/state.js";
-import { defaultQueueThreads } from "../dataplane/nfqueue/queue.js";
-import { renderNode } from "../dataplane/render.js";
-import { podInterfaces } from "../dataplane/routes.js";
+import { DEFAULT_QUEUE_NUM } from "../dataplane/nfqueue/defaults.js";
+import { type PolicyVerdictLoop, startPolicyVerdictLoop } from "../dataplane/nfqueue/policy-loop.js";
 import { action, collect, UsageError } from "./errors.js";
 import { loadForCli, parsePorts } from "./simulate.js";
-import { startUserspaceInNetns, type UserspaceHandle } from "./userspace-lab.js";
-
-/** Lab pods for a manifest set: pods with addresses (hostNetwork pods share the node's, so skip them). */
-export function labPodsFor(set: ManifestSet, ports: readonly PortProto[]): LabPodSpec[] {
-  return matrixPods(set.pods.filter((p) => !p.hostNetwork)).map((p) => ({
-    key: podKey(p),
-    ips: [...p.ips],
-    serve: ports.map((pp) => ({ port: pp.port, protocol: pp.protocol })),
-  }));
-}
 
 function rememberManifests(name: string, files: readonly string[]): void {
   mkdirSync(STATE_DIR, { recursive: true });
@@ -63,71 +31,6 @@ function rememberedManifests(name: string): string[] | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Local pods of a lab, with interfaces found by route lookup exactly as the agent does it. */
-export async function labLocalPods(lab: LabState) {
-  const ifs = await podInterfaces(
-    lab.pods.map((p) => p.ips),
-    lab.nodeNetns,
-  );
-  return lab.pods.flatMap((p, i) =>
-    ifs[i] ? [{ key: p.key, hostIf: ifs[i]!.hostIf, bridged: ifs[i]!.bridged }] : [],
-  );
-}
-
-/** Probe every ordered pod pair of the lab on every port; results in simulate's shape. */
-export async function probeMatrix(
-  lab: LabState,
-  set: ManifestSet,
-  ports: readonly PortProto[],
-  table: PolicyTable | undefined,
-  timeoutMs?: number,
-): Promise<Matrix> {
-  const inLab = new Set(lab.pods.map((p) => p.key));
-  const pods = matrixPods(set.pods).filter((p) => inLab.has(podKey(p)));
-  const reqs: ProbeRequest[] = [];
-  const cells: { from: string; to: string; pp: PortProto; src: string; dst: string }[] = [];
-  for (const pp of ports) {
-    for (const from of pods) {
-      for (const to of pods) {
-        const addr = pairAddresses(from, to);
-        if (!addr) continue;
-        reqs.push({ from: podKey(from), toIp: addr.dst, port: pp.port, protocol: pp.protocol });
-        cells.push({ from: podKey(from), to: podKey(to), pp, ...addr });
-      }
-    }
-  }
-  const got = await probe(lab, reqs, { timeoutMs });
-  const results: MatrixResult[] = cells.map((c, i) => {
-    const v = table
-      ? decide(table, { src: c.src, dst: c.dst, proto: PROTO[c.pp.protocol], port: c.pp.port })
-      : undefined;
-    return {
-      from: c.from,
-      to: c.to,
-      port: c.pp.port,
-      protocol: c.pp.protocol,
-      allowed: got[i],
-      ingress: v?.ingress.result ?? ("unknown" as MatrixResult["ingress"]),
-      egress: v?.egress.result ?? ("unknown" as MatrixResult["egress"]),
-    };
-  });
-  return { pods: pods.map(podKey), ports: ports.map(portLabel), results };
-}
-
-/** Program a lab's node with the rules for `table` through the real applier. */
-export async function programLab(
-  lab: LabState,
-  table: PolicyTable,
-  dataplane: "iptables" | "nfqueue",
-  queueNum = 100,
-  failOpen = false,
-  queueCount = defaultQueueThreads(),
-) {
-  const applier = new KernelApplier({ netns: lab.nodeNetns });
-  const local = await labLocalPods(lab);
-  return applier.apply(renderNode(table, local, { dataplane, queueNum, queueCount, queueBypass: failOpen }));
 }
 
 function formatProbe(m: Matrix): string {
@@ -218,14 +121,14 @@ export function registerLab(program: Command): void {
           const name = `pr${process.pid.toString(36)}`.slice(0, 12);
           const failOpen = !opts.failClosed;
           const state = await labUp(name, labPodsFor(set, ports));
-          let userspace: UserspaceHandle | undefined;
+          let verdicts: PolicyVerdictLoop | undefined;
           try {
             if (opts.dataplane === "nfqueue")
-              userspace = await startUserspaceInNetns(state.nodeNetns, table, 100, failOpen);
-            await programLab(state, table, opts.dataplane, 100, failOpen);
+              verdicts = await startPolicyVerdictLoop(state.nodeNetns, table, DEFAULT_QUEUE_NUM, failOpen);
+            await programLab(state, table, opts.dataplane, DEFAULT_QUEUE_NUM, failOpen);
             out(await probeMatrix(state, set, ports, table, timeoutMs));
           } finally {
-            await userspace?.stop();
+            await verdicts?.stop();
             await labDown(name);
           }
         },

@@ -1,8 +1,10 @@
 /**
- * cli/queue-options: the NFQUEUE numbering flags shared by `agent`, `render` and `lab probe`, so the
- * rules and the verdict threads always agree on which queues exist.
+ * cli/queue-options: the NFQUEUE numbering flags shared by `agent` and `render` (`--queue-num`,
+ * `--queue-threads`), so the rules and the verdict threads always agree on which queues exist.
+ * Owns: parsing and range checks of the two flags (usage errors name the flag), with the defaults of
+ * nfqueue/defaults. May not: start or program anything.
  */
-import { defaultQueueThreads } from "../dataplane/nfqueue/queue.js";
+import { DEFAULT_QUEUE_NUM, defaultQueueThreads } from "../dataplane/nfqueue/defaults.js";
 import { UsageError } from "./errors.js";
 
 export interface QueueOptions {
@@ -16,7 +18,7 @@ export function queueRenderOptions(q: QueueOptions): { queueNum: number; queueCo
 }
 
 export function parseQueueOptions(num: string | undefined, threads: string | undefined): QueueOptions {
-  const queueNum = Number(num ?? 100);
+  const queueNum = Number(num ?? DEFAULT_QUEUE_NUM);
   if (!Number.isInteger(queueNum) || queueNum < 0 || queueNum > 65535)
     throw new UsageError(`--queue-num must be an integer from 0 to 65535, got ${num}`);
   const queueThreads = threads === undefined ? defaultQueueThreads() : Number(threads);

@@ -41,7 +41,7 @@ interface Lib {
   setns(fd: number, nstype: number): number;
 }
 
-let lib: Lib | undefined;
+let loaded: Lib | undefined;
 
 export class NfctLibraryMissingError extends Error {
   constructor(cause: unknown) {
@@ -51,7 +51,7 @@ export class NfctLibraryMissingError extends Error {
 }
 
 function load(): Lib {
-  if (lib) return lib;
+  if (loaded) return loaded;
   let ct: koffi.LibraryHandle;
   try {
     ct = koffi.load(LIB_NAME);
@@ -59,7 +59,7 @@ function load(): Lib {
     throw new NfctLibraryMissingError(e);
   }
   const libc = koffi.load("libc.so.6");
-  lib = {
+  loaded = {
     nfct_open: ct.func("intptr_t nfct_open(uint8_t subsys, unsigned int subscriptions)"),
     nfct_close: ct.func("int nfct_close(intptr_t h)"),
     nfct_new: ct.func("intptr_t nfct_new()"),
@@ -70,7 +70,7 @@ function load(): Lib {
     nfct_query: ct.func("int nfct_query(intptr_t h, int q, intptr_t ct)"),
     setns: libc.func("int setns(int fd, int nstype)"),
   };
-  return lib;
+  return loaded;
 }
 
 /** The original tuple of one entry: what identifies it in the kernel's table. */
@@ -93,12 +93,12 @@ export class ConntrackDeleter {
   private readonly addr = Buffer.alloc(16);
 
   private constructor(
-    private readonly L: Lib,
+    private readonly lib: Lib,
     private h: number,
   ) {
-    this.ct = L.nfct_new();
+    this.ct = lib.nfct_new();
     if (!this.ct) {
-      L.nfct_close(h);
+      lib.nfct_close(h);
       throw new Error("nfct_new failed: out of memory");
     }
   }
@@ -109,20 +109,20 @@ export class ConntrackDeleter {
    * kernel refuses (no CAP_NET_ADMIN).
    */
   static open(netns?: string): ConntrackDeleter {
-    const L = load();
+    const lib = load();
     let h = 0;
     if (!netns) {
-      h = L.nfct_open(NFNL_SUBSYS_CTNETLINK, 0);
+      h = lib.nfct_open(NFNL_SUBSYS_CTNETLINK, 0);
     } else {
       const home = openSync("/proc/thread-self/ns/net", "r");
       const there = openSync(`/run/netns/${netns}`, "r");
       try {
-        if (L.setns(there, CLONE_NEWNET) !== 0)
+        if (lib.setns(there, CLONE_NEWNET) !== 0)
           throw new Error(`setns(${netns}) failed (errno ${koffi.errno()})`);
-        h = L.nfct_open(NFNL_SUBSYS_CTNETLINK, 0); // a plain C call: nothing can throw in between
+        h = lib.nfct_open(NFNL_SUBSYS_CTNETLINK, 0); // a plain C call: nothing can throw in between
         // Back at once. Failing here (we hold the fd, so it cannot) would leave this thread, and every
         // process it spawns, in the other namespace: stop rather than program the wrong node.
-        if (L.setns(home, CLONE_NEWNET) !== 0) {
+        if (lib.setns(home, CLONE_NEWNET) !== 0) {
           process.stderr.write(`podwall: setns back failed (errno ${koffi.errno()}); exiting\n`);
           process.exit(70);
         }
@@ -132,33 +132,33 @@ export class ConntrackDeleter {
       }
     }
     if (!h) throw new Error(`nfct_open failed (errno ${koffi.errno()}): needs CAP_NET_ADMIN`);
-    return new ConntrackDeleter(L, h);
+    return new ConntrackDeleter(lib, h);
   }
 
   /** Delete one entry; false when no entry has this tuple (it ended meanwhile). Throws on other errors. */
   delete(t: CtTuple): boolean {
-    const { L, ct, addr } = this;
+    const { lib, ct, addr } = this;
     const v4 = t.family === 4;
-    L.nfct_set_attr_u8(ct, ATTR_ORIG_L3PROTO, v4 ? AF_INET : AF_INET6);
-    L.nfct_set_attr_u8(ct, ATTR_ORIG_L4PROTO, t.proto);
+    lib.nfct_set_attr_u8(ct, ATTR_ORIG_L3PROTO, v4 ? AF_INET : AF_INET6);
+    lib.nfct_set_attr_u8(ct, ATTR_ORIG_L4PROTO, t.proto);
     const src = parseIP(t.src);
     const dst = parseIP(t.dst);
     if (!src || !dst) throw new Error(`conntrack delete: not an IP address in ${t.src} -> ${t.dst}`);
     addr.set(src.bytes);
-    L.nfct_set_attr(ct, v4 ? ATTR_ORIG_IPV4_SRC : ATTR_ORIG_IPV6_SRC, addr);
+    lib.nfct_set_attr(ct, v4 ? ATTR_ORIG_IPV4_SRC : ATTR_ORIG_IPV6_SRC, addr);
     addr.set(dst.bytes);
-    L.nfct_set_attr(ct, v4 ? ATTR_ORIG_IPV4_DST : ATTR_ORIG_IPV6_DST, addr);
-    L.nfct_set_attr_u16(ct, ATTR_ORIG_PORT_SRC, htons(t.sport));
-    L.nfct_set_attr_u16(ct, ATTR_ORIG_PORT_DST, htons(t.dport));
-    if (L.nfct_query(this.h, NFCT_Q_DESTROY, ct) === 0) return true;
+    lib.nfct_set_attr(ct, v4 ? ATTR_ORIG_IPV4_DST : ATTR_ORIG_IPV6_DST, addr);
+    lib.nfct_set_attr_u16(ct, ATTR_ORIG_PORT_SRC, htons(t.sport));
+    lib.nfct_set_attr_u16(ct, ATTR_ORIG_PORT_DST, htons(t.dport));
+    if (lib.nfct_query(this.h, NFCT_Q_DESTROY, ct) === 0) return true;
     const errno = koffi.errno();
     if (errno === ENOENT) return false;
     throw new Error(`conntrack delete failed (errno ${errno})`);
   }
 
   close(): void {
-    if (this.ct) this.L.nfct_destroy(this.ct);
-    if (this.h) this.L.nfct_close(this.h);
+    if (this.ct) this.lib.nfct_destroy(this.ct);
+    if (this.h) this.lib.nfct_close(this.h);
     this.ct = 0;
     this.h = 0;
   }

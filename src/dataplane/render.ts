@@ -24,6 +24,7 @@ import { createHash } from "node:crypto";
 import { type Family, parseIP } from "../compiler/ip.js";
 import { type ContainerPort, PROTO, PROTO_NAMES } from "../compiler/model.js";
 import type { PortSpec } from "../compiler/ports.js";
+import { DEFAULT_QUEUE_NUM } from "./nfqueue/defaults.js";
 import type {
   CompiledPeer,
   CompiledRule,
@@ -250,7 +251,7 @@ class FamilyRenderer {
     const lines: string[] = [];
     if (this.opts.dataplane === "nfqueue") {
       const bypass = this.opts.queueBypass ? " --queue-bypass" : "";
-      const first = this.opts.queueNum ?? 100;
+      const first = this.opts.queueNum ?? DEFAULT_QUEUE_NUM;
       const count = Math.max(1, this.opts.queueCount ?? 1);
       const target =
         count > 1

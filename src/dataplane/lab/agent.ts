@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { wrapNetns } from "../exec.js";
-import type { LabPortSpec } from "./lab.js";
+import type { LabPortSpec } from "./types.js";
 
 export interface AgentReply {
   ok: boolean;

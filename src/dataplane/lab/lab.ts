@@ -23,38 +23,9 @@ import {
   writeStored,
 } from "./state.js";
 import { createNode, createPod, deleteNetns, destroyPod, listLabNetns } from "./topology.js";
+import type { LabPodSpec, LabPodState, LabState, ProbeRequest } from "./types.js";
 
-export { LAB_GW_V4, LAB_GW_V6, LAB_NODE_IPV4, LAB_NODE_IPV6 } from "./names.js";
-export { DEFAULT_PROBE_TIMEOUT_MS } from "./probe.js";
-
-export interface LabPortSpec {
-  port: number;
-  protocol: "TCP" | "UDP" | "SCTP";
-}
-export interface LabPodSpec {
-  key: string /* "ns/name" */;
-  ips: string[] /* v4 and/or v6 */;
-  serve: LabPortSpec[];
-}
-export interface LabPodState {
-  key: string;
-  netns: string;
-  hostIf: string /* node-side veth name */;
-  ips: string[];
-}
-export interface LabState {
-  name: string;
-  nodeNetns: string;
-  /** Pods are ports of a bridge in the node (cni0-style) rather than routed veths. */
-  bridged?: boolean;
-  pods: LabPodState[];
-}
-export interface ProbeRequest {
-  from: string /* pod key, or "node" for the node netns itself */;
-  toIp: string;
-  port: number;
-  protocol: "TCP" | "UDP" | "SCTP";
-}
+export type { LabPodSpec, LabPodState, LabPortSpec, LabState, ProbeRequest } from "./types.js";
 
 /** How many pods are plumbed at once: enough to overlap process start-up, few enough for 2 vCPUs. */
 const BUILD_CONCURRENCY = 4;

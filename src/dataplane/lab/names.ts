@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import { isIP } from "node:net";
-import type { LabPodSpec, LabPortSpec } from "./lab.js";
+import type { LabPodSpec, LabPortSpec } from "./types.js";
 
 /** Every lab netns starts with this, so lab objects never collide with anything else on the machine. */
 export const LAB_NETNS_PREFIX = "pwl-";

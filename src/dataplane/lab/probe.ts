@@ -15,7 +15,7 @@ import {
   startAgent,
   waitSctpTag,
 } from "./agent.js";
-import type { LabState, ProbeRequest } from "./lab.js";
+import type { LabState, ProbeRequest } from "./types.js";
 import { readStored } from "./state.js";
 
 export const DEFAULT_PROBE_TIMEOUT_MS = 800;

@@ -5,7 +5,7 @@
  */
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { LabPodState, LabPortSpec, LabState } from "./lab.js";
+import type { LabPodState, LabPortSpec, LabState } from "./types.js";
 
 export const LAB_STATE_DIR = "/run/podwall/lab";
 

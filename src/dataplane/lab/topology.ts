@@ -9,7 +9,7 @@ import { readdir } from "node:fs/promises";
 import { isIPv6 } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { run } from "../exec.js";
-import type { LabPodSpec, LabPodState } from "./lab.js";
+import type { LabPodSpec, LabPodState } from "./types.js";
 import {
   hostIfName,
   LAB_GW_V4,

@@ -157,46 +157,46 @@ export class NfqQueue {
   }
 
   private setup(opts: NfqQueueOptions, onPacket: NfqPacketHandler): void {
-    const L = this.lib;
-    this.h = L.nfq_open();
+    const lib = this.lib;
+    this.h = lib.nfq_open();
     if (!this.h) throw new Error(`nfq_open failed (errno ${koffi.errno()}): needs CAP_NET_ADMIN`);
     // Needed only on kernels before 3.8, a no-op after; failure is harmless.
-    L.nfq_bind_pf(this.h, AF_INET);
-    L.nfq_bind_pf(this.h, AF_INET6);
+    lib.nfq_bind_pf(this.h, AF_INET);
+    lib.nfq_bind_pf(this.h, AF_INET6);
     this.cb = koffi.register((_qh: number, _nfmsg: number, nfad: number) => {
       onPacket(nfad);
       return 0;
-    }, koffi.pointer(L.callbackType));
-    this.qh = L.nfq_create_queue(this.h, opts.queueNum, this.cb, 0);
+    }, koffi.pointer(lib.callbackType));
+    this.qh = lib.nfq_create_queue(this.h, opts.queueNum, this.cb, 0);
     if (!this.qh) {
       throw new Error(
         `nfq_create_queue(${opts.queueNum}) failed (errno ${koffi.errno()}): is another program bound to this queue in this network namespace?`,
       );
     }
-    if (L.nfq_set_mode(this.qh, NFQNL_COPY_PACKET, opts.copyRange ?? 128) < 0) {
+    if (lib.nfq_set_mode(this.qh, NFQNL_COPY_PACKET, opts.copyRange ?? 128) < 0) {
       throw new Error(`nfq_set_mode failed (errno ${koffi.errno()})`);
     }
-    if (L.nfq_set_queue_maxlen(this.qh, opts.maxLen ?? 65536) < 0)
+    if (lib.nfq_set_queue_maxlen(this.qh, opts.maxLen ?? 65536) < 0)
       this.warnings.push("nfq_set_queue_maxlen failed");
     // GSO: the kernel need not segment large packets for us; we read headers only.
     const flags = (opts.failOpen ? NFQA_CFG_F_FAIL_OPEN : 0) | NFQA_CFG_F_GSO;
-    if (L.nfq_set_queue_flags(this.qh, NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO, flags) < 0) {
+    if (lib.nfq_set_queue_flags(this.qh, NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO, flags) < 0) {
       this.warnings.push(`nfq_set_queue_flags(${flags}) failed (errno ${koffi.errno()})`);
     }
-    this.fd = L.nfq_fd(this.h);
+    this.fd = lib.nfq_fd(this.h);
     const size = int32(opts.rcvBufBytes ?? 8 << 20);
-    if (L.setsockopt(this.fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4) < 0) {
-      if (L.setsockopt(this.fd, SOL_SOCKET, SO_RCVBUF, size, 4) < 0) this.warnings.push("SO_RCVBUF failed");
+    if (lib.setsockopt(this.fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4) < 0) {
+      if (lib.setsockopt(this.fd, SOL_SOCKET, SO_RCVBUF, size, 4) < 0) this.warnings.push("SO_RCVBUF failed");
     }
     // Without this a full socket buffer makes recv fail with ENOBUFS; the kernel's drop counters suffice.
-    if (L.setsockopt(this.fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, int32(1), 4) < 0) {
+    if (lib.setsockopt(this.fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, int32(1), 4) < 0) {
       this.warnings.push("NETLINK_NO_ENOBUFS failed");
     }
     const tv = Buffer.alloc(16);
     const ms = opts.recvTimeoutMs ?? 100;
     tv.writeBigInt64LE(BigInt(Math.floor(ms / 1000)), 0);
     tv.writeBigInt64LE(BigInt((ms % 1000) * 1000), 8);
-    if (L.setsockopt(this.fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16) < 0) {
+    if (lib.setsockopt(this.fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16) < 0) {
       throw new Error(`SO_RCVTIMEO failed (errno ${koffi.errno()}): the loop could not be stopped`);
     }
   }
@@ -242,10 +242,10 @@ export class NfqQueue {
 
   /** Unbind and free everything; safe to call twice and after a failed open. */
   close(): void {
-    const L = this.lib;
-    if (this.qh) L.nfq_destroy_queue(this.qh);
+    const lib = this.lib;
+    if (this.qh) lib.nfq_destroy_queue(this.qh);
     this.qh = 0;
-    if (this.h) L.nfq_close(this.h);
+    if (this.h) lib.nfq_close(this.h);
     this.h = 0;
     if (this.cb) koffi.unregister(this.cb as bigint);
     this.cb = null;

@@ -27,8 +27,6 @@ export interface VerdictConfig {
   maxLen: number;
   copyRange: number;
   rcvBufBytes: number;
-  /** Deny events reported per second (token bucket, same burst); the rest are counted only. */
-  denyRatePerSec: number;
 }
 
 export interface DenyEvent {

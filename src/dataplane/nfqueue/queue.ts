@@ -9,14 +9,10 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { availableParallelism } from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { run, wrapNetns } from "../exec.js";
 import type { DenyEvent, FromRunner, ToRunner, VerdictConfig } from "./protocol.js";
 import { emptyStats, type NfqStats } from "./stats.js";
-
-export type { DenyEvent } from "./protocol.js";
-export type { NfqStats } from "./stats.js";
 
 export interface NfqueueVerdictLoopOptions {
   /** The first queue number. */
@@ -40,8 +36,6 @@ export interface NfqueueVerdictLoopOptions {
   /** Bytes copied per packet (default 128: headers only). */
   copyRange?: number;
   rcvBufBytes?: number;
-  /** Deny events reported per second; more are counted as suppressed (default 1000). */
-  denyRatePerSec?: number;
   startTimeoutMs?: number;
 }
 
@@ -111,7 +105,6 @@ export class NfqueueVerdictLoop {
       maxLen: this.opts.maxLen ?? 65536,
       copyRange: this.opts.copyRange ?? 128,
       rcvBufBytes: this.opts.rcvBufBytes ?? 8 << 20,
-      denyRatePerSec: this.opts.denyRatePerSec ?? 1000,
     };
     const startGeneration = this.generation;
     const ready = new Promise<void>((resolve, reject) => {
@@ -345,12 +338,4 @@ export async function readAllQueueProcStats(netns?: string): Promise<NfqueueProc
     text = await readFile(PROC_PATH, "utf8").catch(() => "");
   }
   return parseQueueProcStats(text);
-}
-
-/**
- * Worker threads (and queues) for the verdict loop by default: one per CPU, so each CPU's packets
- * wake a thread on that CPU; at most 8 (each holds a decider and its cache).
- */
-export function defaultQueueThreads(): number {
-  return Math.max(1, Math.min(8, availableParallelism()));
 }

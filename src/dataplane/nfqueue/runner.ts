@@ -55,8 +55,8 @@ function startWorker(init: WorkerInit): Worker {
   return new Worker(boot, { ...opts, eval: true });
 }
 
-/** One worker thread, its queue's counters and its table mailbox. */
-interface Lane {
+/** One worker thread bound to one queue, with its counters and its table mailbox. */
+interface QueueWorker {
   worker: Worker;
   counters: SharedArrayBuffer;
   ctl: Int32Array;
@@ -66,7 +66,7 @@ interface Lane {
 }
 
 class Runner {
-  private lanes: Lane[] = [];
+  private workers: QueueWorker[] = [];
   private pushTimer?: NodeJS.Timeout;
   private stopping = false;
   private finalSent?: Promise<void>;
@@ -75,7 +75,7 @@ class Runner {
   private applied = new Map<number, { n: number; error?: string }>();
 
   start(config: VerdictConfig): void {
-    if (this.lanes.length) return;
+    if (this.workers.length) return;
     const count = Math.max(1, Math.floor(config.queueCount ?? 1));
     for (let index = 0; index < count; index++) {
       const counters = new SharedArrayBuffer(STATS_SLOTS * 8);
@@ -89,7 +89,7 @@ class Runner {
         this.fatal(e instanceof Error ? e.message : String(e));
         return;
       }
-      const lane: Lane = {
+      const qw: QueueWorker = {
         worker,
         counters,
         ctl: new Int32Array(control),
@@ -97,28 +97,28 @@ class Runner {
         ready: false,
         exited: false,
       };
-      this.lanes.push(lane);
-      worker.on("message", (m: FromRunner) => this.fromWorker(lane, m));
+      this.workers.push(qw);
+      worker.on("message", (m: FromRunner) => this.fromWorker(qw, m));
       worker.on("error", (e) =>
         send({ type: "error", message: `worker crashed: ${e.message}`, fatal: true }),
       );
-      worker.on("exit", (code) => this.onExit(lane, code));
+      worker.on("exit", (code) => this.onExit(qw, code));
     }
   }
 
   private fatal(message: string): void {
     this.stopping = true;
-    for (const l of this.lanes) Atomics.store(l.ctl, CTL_STOP, 1);
+    for (const w of this.workers) Atomics.store(w.ctl, CTL_STOP, 1);
     void send({ type: "error", message, fatal: true }).then(() => process.exit(1));
   }
 
-  private fromWorker(lane: Lane, m: FromRunner): void {
+  private fromWorker(qw: QueueWorker, m: FromRunner): void {
     switch (m.type) {
       case "ready":
         // One "ready" for the whole loop: every queue is bound.
-        lane.ready = true;
+        qw.ready = true;
         this.readyWarnings.push(...m.warnings);
-        if (this.lanes.every((l) => l.ready)) {
+        if (this.workers.every((w) => w.ready)) {
           void send({ type: "ready", pid: process.pid, warnings: this.readyWarnings });
           this.pushTimer = setInterval(() => this.pushStats(), STATS_PUSH_MS);
         }
@@ -129,7 +129,7 @@ class Runner {
         a.n++;
         a.error ??= m.error;
         this.applied.set(m.generation, a);
-        if (a.n < this.lanes.length) return;
+        if (a.n < this.workers.length) return;
         this.applied.delete(m.generation);
         for (const g of this.applied.keys()) if (g < m.generation) this.applied.delete(g);
         void send({
@@ -146,34 +146,34 @@ class Runner {
     }
   }
 
-  private onExit(lane: Lane, code: number): void {
-    lane.exited = true;
+  private onExit(qw: QueueWorker, code: number): void {
+    qw.exited = true;
     if (!this.stopping) {
       // One queue gone while nobody asked: stop the rest so the kernel's fail mode covers all of them.
       this.stopping = true;
-      for (const l of this.lanes) Atomics.store(l.ctl, CTL_STOP, 1);
+      for (const w of this.workers) Atomics.store(w.ctl, CTL_STOP, 1);
       process.exitCode = 1;
     } else if (code !== 0) process.exitCode = 1;
-    if (!this.lanes.every((l) => l.exited)) return;
+    if (!this.workers.every((w) => w.exited)) return;
     if (this.pushTimer) clearInterval(this.pushTimer);
     this.finalSent ??= send({ type: "stopped", stats: this.stats() });
     // Leave only after the last message is written: disconnecting earlier could lose it.
     void this.finalSent.then(() => {
       process.exitCode ??= 0;
-      for (const l of this.lanes) l.channel.port1.close();
+      for (const w of this.workers) w.channel.port1.close();
       if (process.connected) process.disconnect();
     });
   }
 
   private stats(): NfqStats {
-    return mergeStats(this.lanes.map((l) => readStats(new Float64Array(l.counters))));
+    return mergeStats(this.workers.map((w) => readStats(new Float64Array(w.counters))));
   }
 
   setTable(table: unknown, generation: number): void {
-    for (const l of this.lanes) {
-      l.channel.port1.postMessage({ table, generation });
+    for (const w of this.workers) {
+      w.channel.port1.postMessage({ table, generation });
       // The worker is inside a synchronous recv loop; it polls this counter rather than its event loop.
-      Atomics.add(l.ctl, CTL_MAILBOX, 1);
+      Atomics.add(w.ctl, CTL_MAILBOX, 1);
     }
   }
 
@@ -183,8 +183,8 @@ class Runner {
 
   stop(): void {
     this.stopping = true;
-    for (const l of this.lanes) Atomics.store(l.ctl, CTL_STOP, 1);
-    if (!this.lanes.length) process.exit(0);
+    for (const w of this.workers) Atomics.store(w.ctl, CTL_STOP, 1);
+    if (!this.workers.length) process.exit(0);
   }
 }
 

@@ -30,7 +30,8 @@ export const LATENCY_BOUNDS_US: readonly number[] = [
 export const PROTO_SLOTS = ["tcp", "udp", "sctp", "icmp", "icmpv6", "other"] as const;
 export type ProtoSlot = (typeof PROTO_SLOTS)[number];
 
-export const S = {
+/** Slot offsets in the counters array. */
+export const Slot = {
   packets: 0,
   accepted: 1,
   dropped: 2,
@@ -47,7 +48,7 @@ export const S = {
   protoBase: 12,
   histBase: 12 + PROTO_SLOTS.length * 2,
 } as const;
-export const STATS_SLOTS = S.histBase + LATENCY_BOUNDS_US.length;
+export const STATS_SLOTS = Slot.histBase + LATENCY_BOUNDS_US.length;
 
 export function protoSlot(proto: number): number {
   switch (proto) {
@@ -85,7 +86,7 @@ export interface NfqStats {
   /** Tables the decider factory rejected; the previous decider stayed in place. */
   tableErrors: number;
   deniesReported: number;
-  /** Deny events not reported because of the rate limit. */
+  /** Deny events not reported: repeats of a flow already pending, or past the per-batch bound. */
   deniesSuppressed: number;
   /** recv() ENOBUFS: the kernel dropped netlink messages (see also queue_dropped/user_dropped). */
   enobufs: number;
@@ -95,30 +96,31 @@ export interface NfqStats {
   latency: { boundsUs: number[]; counts: number[]; count: number; sumUs: number; maxUs: number };
 }
 
-export function readStats(c: Float64Array): NfqStats {
+export function readStats(counters: Float64Array): NfqStats {
+  const c = counters;
   const byProto = {} as NfqStats["byProto"];
   PROTO_SLOTS.forEach((p, i) => {
-    byProto[p] = { accepted: c[S.protoBase + 2 * i], dropped: c[S.protoBase + 2 * i + 1] };
+    byProto[p] = { accepted: c[Slot.protoBase + 2 * i], dropped: c[Slot.protoBase + 2 * i + 1] };
   });
-  const counts = Array.from(c.subarray(S.histBase, S.histBase + LATENCY_BOUNDS_US.length));
+  const counts = Array.from(c.subarray(Slot.histBase, Slot.histBase + LATENCY_BOUNDS_US.length));
   return {
-    packets: c[S.packets],
-    accepted: c[S.accepted],
-    dropped: c[S.dropped],
+    packets: c[Slot.packets],
+    accepted: c[Slot.accepted],
+    dropped: c[Slot.dropped],
     byProto,
-    parseErrors: c[S.parseErrors],
-    deciderErrors: c[S.deciderErrors],
-    tableErrors: c[S.tableErrors],
-    deniesReported: c[S.deniesReported],
-    deniesSuppressed: c[S.deniesSuppressed],
-    enobufs: c[S.enobufs],
-    tableGeneration: c[S.tableGeneration],
+    parseErrors: c[Slot.parseErrors],
+    deciderErrors: c[Slot.deciderErrors],
+    tableErrors: c[Slot.tableErrors],
+    deniesReported: c[Slot.deniesReported],
+    deniesSuppressed: c[Slot.deniesSuppressed],
+    enobufs: c[Slot.enobufs],
+    tableGeneration: c[Slot.tableGeneration],
     latency: {
       boundsUs: [...LATENCY_BOUNDS_US],
       counts,
       count: counts.reduce((a, b) => a + b, 0),
-      sumUs: c[S.latencySumUs],
-      maxUs: c[S.latencyMaxUs],
+      sumUs: c[Slot.latencySumUs],
+      maxUs: c[Slot.latencyMaxUs],
     },
   };
 }

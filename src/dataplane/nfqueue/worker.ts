@@ -3,8 +3,8 @@
  * -> verdict, with no per-packet round trip to any other thread.
  *
  * Owns: the decider instance (built here from the factory module and swapped between packets),
- * the shared counters (sole writer), deny-event rate limiting. The loop never throws per packet:
- * anything that goes wrong yields the configured default verdict and a counter.
+ * the shared counters (sole writer), batching deny events (one per flow per batch, bounded). The loop
+ * never throws per packet: anything that goes wrong yields the configured default verdict and a counter.
  * May not: block on anything but recv, or wait for the main thread.
  */
 
@@ -22,11 +22,13 @@ import {
   type TableUpdate,
   type WorkerInit,
 } from "./protocol.js";
-import { latencyBucket, protoSlot, readStats, S } from "./stats.js";
+import { latencyBucket, protoSlot, readStats, Slot } from "./stats.js";
 
 /** Deny events go out in batches at most this often, or when this many are pending. */
 const FLUSH_INTERVAL_MS = 20;
 const FLUSH_BATCH = 256;
+/** A flood of distinct denied flows must not flood the IPC channel: beyond this per window, count only. */
+const MAX_PENDING_DENIES = 1024;
 const DRAIN_INTERVAL_MS = 1000;
 
 type DeciderFactory = (table: unknown) => Decider;
@@ -52,6 +54,11 @@ async function loadDeciderModule(url: string): Promise<DeciderModule> {
   };
 }
 
+/** The pending event is the same connection attempt (a retransmit, or the next datagram of a stream). */
+function sameFlow(e: DenyEvent, p: ParsedPacket): boolean {
+  return e.srcPort === p.srcPort && e.dport === p.dstPort && e.proto === p.proto && e.src === p.src && e.dst === p.dst;
+}
+
 function buildDecider(factory: DeciderFactory, table: unknown): Decider {
   const d = factory(table);
   if (typeof d !== "function") throw new Error("createDecider(table) did not return a function");
@@ -60,10 +67,10 @@ function buildDecider(factory: DeciderFactory, table: unknown): Decider {
 
 async function main(init: WorkerInit): Promise<void> {
   const cfg = init.config;
-  const c = new Float64Array(init.counters);
+  const counters = new Float64Array(init.counters);
   const ctl = new Int32Array(init.control);
   const defaultVerdict = cfg.failOpen ? NF_ACCEPT : NF_DROP;
-  c[S.tableGeneration] = cfg.generation;
+  counters[Slot.tableGeneration] = cfg.generation;
 
   let factory: DeciderFactory;
   let drainCounters: (() => unknown) | undefined;
@@ -78,10 +85,8 @@ async function main(init: WorkerInit): Promise<void> {
     return;
   }
 
-  // Deny reporting: token bucket refilled from the packet clock; excess is only counted.
-  const rate = cfg.denyRatePerSec;
-  let tokens = rate;
-  let refillAt = performance.now();
+  // Deny reporting: one event per flow per flush window, at most MAX_PENDING_DENIES per window; the
+  // rest are counted. The log-line rate limit is the agent's, where the lines are written.
   let pending: DenyEvent[] = [];
   let lastFlush = 0;
   const flush = (now: number): void => {
@@ -98,7 +103,7 @@ async function main(init: WorkerInit): Promise<void> {
     try {
       post({ type: "decider-counters", data: drainCounters() });
     } catch {
-      c[S.deciderErrors]++;
+      counters[Slot.deciderErrors]++;
     }
   };
 
@@ -124,16 +129,16 @@ async function main(init: WorkerInit): Promise<void> {
           if (r !== null && typeof r === "object" && typeof r.allowed === "boolean") {
             verdict = r.allowed ? NF_ACCEPT : NF_DROP;
           } else {
-            c[S.deciderErrors]++;
+            counters[Slot.deciderErrors]++;
           }
         } catch {
-          c[S.deciderErrors]++;
+          counters[Slot.deciderErrors]++;
         }
       } else {
-        c[S.parseErrors]++;
+        counters[Slot.parseErrors]++;
       }
     } catch {
-      c[S.parseErrors]++; // should not happen: the parser does not throw; keep the loop alive anyway
+      counters[Slot.parseErrors]++; // should not happen: the parser does not throw; keep the loop alive anyway
     }
     // Timed before the verdict call: inside nfq_set_verdict the kernel reinjects the packet (for a
     // SYN it may forward it and complete the handshake), which is not podwall's work.
@@ -141,25 +146,24 @@ async function main(init: WorkerInit): Promise<void> {
     const us = (now - t0) * 1000;
     queue.verdict(id, verdict);
 
-    c[S.packets]++;
+    counters[Slot.packets]++;
     if (verdict === NF_ACCEPT) {
-      c[S.accepted]++;
-      c[S.protoBase + 2 * slot]++;
+      counters[Slot.accepted]++;
+      counters[Slot.protoBase + 2 * slot]++;
     } else {
-      c[S.dropped]++;
-      c[S.protoBase + 2 * slot + 1]++;
+      counters[Slot.dropped]++;
+      counters[Slot.protoBase + 2 * slot + 1]++;
     }
-    c[S.histBase + latencyBucket(us)]++;
-    c[S.latencySumUs] += us;
-    if (us > c[S.latencyMaxUs]) c[S.latencyMaxUs] = us;
+    counters[Slot.histBase + latencyBucket(us)]++;
+    counters[Slot.latencySumUs] += us;
+    if (us > counters[Slot.latencyMaxUs]) counters[Slot.latencyMaxUs] = us;
 
     if (verdict === NF_DROP && parsed) {
-      tokens += ((now - refillAt) * rate) / 1000;
-      if (tokens > rate) tokens = rate;
-      refillAt = now;
-      if (tokens >= 1) {
-        tokens -= 1;
-        c[S.deniesReported]++;
+      const last = pending.length > 0 ? pending[pending.length - 1] : undefined;
+      if (pending.length >= MAX_PENDING_DENIES || (last !== undefined && sameFlow(last, pkt))) {
+        counters[Slot.deniesSuppressed]++;
+      } else {
+        counters[Slot.deniesReported]++;
         pending.push({
           type: "deny",
           src: pkt.src,
@@ -168,8 +172,6 @@ async function main(init: WorkerInit): Promise<void> {
           dport: pkt.dstPort,
           srcPort: pkt.srcPort,
         });
-      } else {
-        c[S.deniesSuppressed]++;
       }
     }
   };
@@ -185,11 +187,11 @@ async function main(init: WorkerInit): Promise<void> {
     if (!last) return;
     try {
       decide = buildDecider(factory, last.table);
-      c[S.tableGeneration] = last.generation;
+      counters[Slot.tableGeneration] = last.generation;
       post({ type: "table-applied", generation: last.generation });
     } catch (e) {
       // Keep enforcing the previous table: a bad update must not open or close everything.
-      c[S.tableErrors]++;
+      counters[Slot.tableErrors]++;
       post({ type: "table-applied", generation: last.generation, error: errText(e) });
     }
   };
@@ -233,7 +235,7 @@ async function main(init: WorkerInit): Promise<void> {
         q.handle(n);
         if (pending.length >= FLUSH_BATCH || now - lastFlush >= FLUSH_INTERVAL_MS) flush(now);
       } else {
-        c[S.enobufs] = q.enobufs;
+        counters[Slot.enobufs] = q.enobufs;
         now = performance.now();
         flush(now);
       }
@@ -246,8 +248,8 @@ async function main(init: WorkerInit): Promise<void> {
     drain(performance.now());
     q.close();
   }
-  c[S.enobufs] = q.enobufs;
-  post({ type: "stopped", stats: readStats(c) });
+  counters[Slot.enobufs] = q.enobufs;
+  post({ type: "stopped", stats: readStats(counters) });
 }
 
 function errText(e: unknown): string {

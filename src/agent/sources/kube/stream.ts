@@ -74,9 +74,9 @@ export class KindStream implements WatchOwner {
       undefined,
       this.fieldSelector(),
     );
-    this.lw.on("add", (o) => this.upsert("add", o));
-    this.lw.on("update", (o) => this.upsert("update", o));
-    this.lw.on("delete", (o) => this.remove(o));
+    this.lw.on("add", (obj) => this.upsert("add", obj));
+    this.lw.on("update", (obj) => this.upsert("update", obj));
+    this.lw.on("delete", (obj) => this.remove(obj));
     this.lw.on("error", (err) => this.failed(err));
   }
 
@@ -220,28 +220,28 @@ export class KindStream implements WatchOwner {
 
   // ------------------------------------------------------------------ sink delivery
 
-  private upsert(type: KubeEventType, o: CachedObject): void {
+  private upsert(type: KubeEventType, obj: CachedObject): void {
     if (this.scope.stopped) return;
     this.settings.onEvent?.(this.kind, type);
     try {
-      if (o.value instanceof Error) this.ctx.sink.rejected(this.kind, keyOf(o.metadata), o.value);
-      else this.handler.upsert(this.ctx, o.value, o.metadata);
+      if (obj.value instanceof Error) this.ctx.sink.rejected(this.kind, keyOf(obj.metadata), obj.value);
+      else this.handler.upsert(this.ctx, obj.value, obj.metadata);
     } catch (e) {
       this.ctx.log?.error(
-        { kind: this.kind, object: keyOf(o.metadata), err: asError(e).message },
+        { kind: this.kind, object: keyOf(obj.metadata), err: asError(e).message },
         "sink threw on upsert",
       );
     }
   }
 
-  private remove(o: CachedObject): void {
+  private remove(obj: CachedObject): void {
     if (this.scope.stopped) return;
     this.settings.onEvent?.(this.kind, "delete");
     try {
-      this.handler.remove(this.ctx, o.metadata);
+      this.handler.remove(this.ctx, obj.metadata);
     } catch (e) {
       this.ctx.log?.error(
-        { kind: this.kind, object: keyOf(o.metadata), err: asError(e).message },
+        { kind: this.kind, object: keyOf(obj.metadata), err: asError(e).message },
         "sink threw on delete",
       );
     }

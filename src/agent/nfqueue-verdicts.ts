@@ -1,29 +1,26 @@
 /**
- * userspace: the agent's side of the NFQUEUE dataplane.
+ * nfqueue-verdicts: the agent's side of the NFQUEUE dataplane.
  *
  * Owns: starting the verdict loop (in the node's or the lab's netns), publishing a table snapshot
  * on every table change before the kernel rules move, deny logs (one JSON line per denied new
- * connection, rate-limited with a count of suppressed lines, naming both ends, the port, the
+ * connection, rate-limited by the one token bucket, with a count of suppressed lines, naming both ends, the
  * direction that denied and the policies isolating that side), and the userspace metrics: verdict
  * time histogram, verdicts by result and protocol, per-policy counters, cache hits, queue depth and
  * kernel/userspace drops from /proc/net/netfilter/nfnetlink_queue.
  * May not: decide packets here: the worker does, from its snapshot.
  */
 import { decide } from "../compiler/engine.js";
-import { PROTO_NAMES, type ProtoNum } from "../compiler/model.js";
-import { takeSnapshot } from "../compiler/snapshot.js";
+import { type Direction, PROTO_NAMES, type ProtoNum } from "../compiler/model.js";
 import type { PolicyTable } from "../compiler/table.js";
-import { policyDeciderURL } from "../dataplane/nfqueue/decider-path.js";
-import {
-  type DenyEvent,
-  type NfqStats,
-  NfqueueVerdictLoop,
-  readAllQueueProcStats,
-} from "../dataplane/nfqueue/queue.js";
+import { PolicyVerdictLoop } from "../dataplane/nfqueue/policy-loop.js";
+import type { DenyEvent } from "../dataplane/nfqueue/protocol.js";
+import { readAllQueueProcStats } from "../dataplane/nfqueue/queue.js";
+import type { NfqStats } from "../dataplane/nfqueue/stats.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
+import { TokenBucket } from "./token-bucket.js";
 
-export interface UserspaceOptions {
+export interface NfqueueVerdictsOptions {
   queueNum: number;
   queueCount: number;
   failOpen: boolean;
@@ -35,18 +32,16 @@ export interface UserspaceOptions {
 
 type Counters = { policies: [string, number][]; cacheHits: number; cacheMisses: number };
 
-export class UserspaceVerdicts {
-  private loop: NfqueueVerdictLoop | undefined;
+export class NfqueueVerdicts {
+  private verdicts: PolicyVerdictLoop | undefined;
   private table: PolicyTable | undefined;
-  private generation = -1;
   private poll: NodeJS.Timeout | undefined;
   private last: NfqStats | undefined;
-  private tokens: number;
-  private lastRefill = Date.now();
+  private readonly denyLogs: TokenBucket;
   private suppressed = 0;
 
-  constructor(private readonly o: UserspaceOptions) {
-    this.tokens = o.denyLogPerSecond;
+  constructor(private readonly opts: NfqueueVerdictsOptions) {
+    this.denyLogs = new TokenBucket(opts.denyLogPerSecond);
     this.registerHistogram();
   }
 
@@ -56,21 +51,19 @@ export class UserspaceVerdicts {
    */
   private async start(table: PolicyTable): Promise<void> {
     this.table = table;
-    this.generation = table.generation;
-    this.loop = new NfqueueVerdictLoop({
-      queueNum: this.o.queueNum,
-      queueCount: this.o.queueCount,
-      netns: this.o.netns,
-      failOpen: this.o.failOpen,
-      deciderModule: policyDeciderURL(),
-      table: takeSnapshot(table),
+    const o = this.opts;
+    this.verdicts = new PolicyVerdictLoop(table, {
+      queueNum: o.queueNum,
+      queueCount: o.queueCount,
+      netns: o.netns,
+      failOpen: o.failOpen,
       onDeny: (e) => this.onDeny(e),
       onDeciderCounters: (d) => this.onCounters(d as Counters),
-      onError: (e) => this.o.log.error({ err: e.message }, "userspace verdict loop error"),
+      onError: (e) => o.log.error({ err: e.message }, "nfqueue verdict loop error"),
     });
-    await this.loop.start();
-    this.o.log.info(
-      { queue: this.o.queueNum, queues: this.o.queueCount, failOpen: this.o.failOpen, pid: this.loop.pid },
+    await this.verdicts.start();
+    o.log.info(
+      { queue: o.queueNum, queues: o.queueCount, failOpen: o.failOpen, pid: this.verdicts.loop.pid },
       "NFQUEUE verdict loop running",
     );
     this.poll = setInterval(() => void this.pollStats(), 2000);
@@ -79,34 +72,24 @@ export class UserspaceVerdicts {
 
   /** Called before every kernel apply (the first one starts the loop): the worker gets the table first. */
   async publish(table: PolicyTable): Promise<void> {
-    if (!this.loop) return this.start(table);
-    if (table.generation === this.generation) return;
-    this.generation = table.generation;
-    this.loop.setTable(takeSnapshot(table));
+    if (!this.verdicts) return this.start(table);
+    this.verdicts.publish(table);
   }
 
   private onDeny(e: DenyEvent): void {
-    const m = this.o.metrics;
-    const now = Date.now();
-    this.tokens = Math.min(
-      this.o.denyLogPerSecond,
-      this.tokens + ((now - this.lastRefill) / 1000) * this.o.denyLogPerSecond,
-    );
-    this.lastRefill = now;
-    if (this.tokens < 1) {
+    if (!this.denyLogs.take()) {
       this.suppressed++;
-      m.denyLogsSuppressed.inc();
+      this.opts.metrics.denyLogsSuppressed.inc();
       return;
     }
-    this.tokens--;
     const proto = PROTO_NAMES[e.proto] ?? String(e.proto);
     const v = this.table
       ? decide(this.table, { src: e.src, dst: e.dst, proto: e.proto as ProtoNum, port: e.dport })
       : undefined;
-    const side =
+    const side: Direction | "unknown" =
       v?.egress.result === "denied" ? "egress" : v?.ingress.result === "denied" ? "ingress" : "unknown";
     const policies = side === "egress" ? v!.egress.policies : side === "ingress" ? v!.ingress.policies : [];
-    this.o.log.info(
+    this.opts.log.info(
       {
         event: "deny",
         src: v?.src ?? e.src,
@@ -126,7 +109,7 @@ export class UserspaceVerdicts {
   }
 
   private onCounters(d: Counters): void {
-    const m = this.o.metrics;
+    const m = this.opts.metrics;
     for (const [k, n] of d.policies) {
       const [policy, direction, result] = k.split("|");
       m.policyVerdicts.inc({ policy, direction, result }, n);
@@ -136,9 +119,9 @@ export class UserspaceVerdicts {
   }
 
   private async pollStats(): Promise<void> {
-    if (!this.loop) return;
-    const m = this.o.metrics;
-    const s = this.loop.stats();
+    if (!this.verdicts) return;
+    const m = this.opts.metrics;
+    const s = this.verdicts.loop.stats();
     const prev = this.last;
     for (const [proto, c] of Object.entries(s.byProto)) {
       const pa = prev?.byProto[proto as keyof NfqStats["byProto"]];
@@ -149,9 +132,9 @@ export class UserspaceVerdicts {
     }
     this.last = s;
     try {
-      const first = this.o.queueNum;
-      for (const q of await readAllQueueProcStats(this.o.netns)) {
-        if (q.queueNum < first || q.queueNum >= first + this.o.queueCount) continue;
+      const first = this.opts.queueNum;
+      for (const q of await readAllQueueProcStats(this.opts.netns)) {
+        if (q.queueNum < first || q.queueNum >= first + this.opts.queueCount) continue;
         const queue = String(q.queueNum);
         m.queueDepth.set({ queue }, q.queueTotal);
         m.queueDropped.set({ queue }, q.queueDropped);
@@ -168,7 +151,7 @@ export class UserspaceVerdicts {
     const help =
       "Userspace time per queued packet: header parse and decision, in microseconds (the verdict syscall, where the kernel reinjects the packet, is excluded)";
     const self = this;
-    this.o.metrics.registry.registerMetric({
+    this.opts.metrics.registry.registerMetric({
       name,
       help,
       type: "histogram",
@@ -195,6 +178,6 @@ export class UserspaceVerdicts {
 
   async stop(): Promise<void> {
     if (this.poll) clearInterval(this.poll);
-    await this.loop?.stop();
+    await this.verdicts?.stop();
   }
 }

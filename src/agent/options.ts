@@ -1,0 +1,63 @@
+/**
+ * options: what the agent can be told, and the one copy of its defaults (the `agent` command's flags
+ * and the demo both start from these).
+ * May not: import anything heavy: the CLI reads it before deciding to load the agent.
+ */
+import { DEFAULT_QUEUE_NUM, defaultQueueThreads } from "../dataplane/nfqueue/defaults.js";
+
+export type DataplaneMode = "iptables" | "nfqueue";
+
+export interface AgentOptions {
+  nodeName: string;
+  kubeconfig?: string;
+  source?: string;
+  lab?: string;
+  metricsAddr?: string;
+  dataplane: DataplaneMode;
+  queueNum: number;
+  /** nfqueue: queues (and pinned verdict threads), one per CPU by default. */
+  queueThreads: number;
+  failOpen: boolean;
+  cleanupOnExit: boolean;
+  resyncSeconds: number;
+  batchDelayMs: number;
+  denyAction: "DROP" | "REJECT";
+  serviceCIDRs: string[];
+  logLevel?: string;
+  /** Write logs to this file instead of stderr (the demo keeps the terminal for its matrix). */
+  logFile?: string;
+  denyLogPerSecond: number;
+  /** Serve the chained CNI plugin on this unix socket (off when unset). */
+  cniSocket?: string;
+  /** How long a CNI ADD may wait for its pod to be known and programmed. */
+  cniWaitSeconds?: number;
+  /** Keep podwall-cni chained in the first conflist of this directory. */
+  cniConfDir?: string;
+  /** After a policy change, delete the conntrack entries of connections the new policy denies. */
+  revokeEstablished?: boolean;
+}
+
+/** Every default the agent has; `queueThreads` is per machine (one per CPU, at most 8). */
+export const AGENT_DEFAULTS = {
+  metricsAddr: "0.0.0.0:9472",
+  dataplane: "iptables",
+  queueNum: DEFAULT_QUEUE_NUM,
+  failOpen: true,
+  cleanupOnExit: false,
+  resyncSeconds: 300,
+  batchDelayMs: 20,
+  denyAction: "DROP",
+  serviceCIDRs: [] as string[],
+  logLevel: "info",
+  denyLogPerSecond: 20,
+  cniWaitSeconds: 30,
+  revokeEstablished: false,
+} as const satisfies Partial<AgentOptions>;
+
+/** Options with every unset field at its default. */
+export function agentOptions(
+  given: Partial<AgentOptions> & Pick<AgentOptions, "nodeName">,
+): AgentOptions {
+  const set = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) as typeof given;
+  return { ...AGENT_DEFAULTS, serviceCIDRs: [], queueThreads: defaultQueueThreads(), ...set };
+}
