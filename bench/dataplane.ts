@@ -31,13 +31,13 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { labLocalPods } from "../src/dataplane/lab/program.js";
 import { decide } from "../src/compiler/engine.js";
 import type { PodInfo } from "../src/compiler/model.js";
 import { PolicyTable } from "../src/compiler/table.js";
 import { type ApplyStats, type Backend, KernelApplier } from "../src/dataplane/apply.js";
 import { run } from "../src/dataplane/exec.js";
 import { type LabPodState, type LabState, labDown, labUp } from "../src/dataplane/lab/lab.js";
+import { labLocalPods } from "../src/dataplane/lab/program.js";
 import { type LocalPod, renderNode, shortHash } from "../src/dataplane/render.js";
 import { type RawPolicy, rng, type SyntheticCluster, syntheticCluster } from "../test/support/cluster-gen.js";
 

@@ -22,14 +22,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { emptyManifestSet, parseManifests } from "../src/agent/sources/manifests.js";
-import { programLab } from "../src/dataplane/lab/program.js";
-import { type PolicyVerdictLoop, startPolicyVerdictLoop } from "../src/dataplane/nfqueue/policy-loop.js";
-import type { ProtoNum } from "../src/compiler/model.js";
+import type { Direction, ProtoNum } from "../src/compiler/model.js";
 import { takeSnapshot } from "../src/compiler/snapshot.js";
 import { PolicyTable } from "../src/compiler/table.js";
 import { run } from "../src/dataplane/exec.js";
 import { type LabState, labDown, labUp } from "../src/dataplane/lab/lab.js";
+import { programLab } from "../src/dataplane/lab/program.js";
 import { createDecider } from "../src/dataplane/nfqueue/policy-decider.js";
+import { type PolicyVerdictLoop, startPolicyVerdictLoop } from "../src/dataplane/nfqueue/policy-loop.js";
 import { readQueueProcStats } from "../src/dataplane/nfqueue/queue.js";
 import { rng, syntheticCluster } from "../test/support/cluster-gen.js";
 
@@ -469,7 +469,7 @@ function measureInProcess(): InProcessResult {
   // Random flows with at least one isolated end, each (src, dst, proto, port) once.
   const rand = rng(11);
   const live = c.pods.filter((p) => p.phase === "Running" && p.ips.length > 0);
-  const isolated = (key: string, dir: "ingress" | "egress") => {
+  const isolated = (key: string, dir: Direction) => {
     const rec = table.pod(key);
     return !!rec?.identity && table.isolating(rec.identity, dir).length > 0;
   };

@@ -7,9 +7,9 @@
  */
 import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { labPodsFor } from "../src/dataplane/lab/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { type LabState, labDown, labUp, probe } from "../src/dataplane/lab/lab.js";
+import { labPodsFor } from "../src/dataplane/lab/matrix.js";
 import { spawnKubeAgent, until } from "../test/support/agent-process.js";
 import { ApiServerDouble } from "../test/support/apiserver-double.js";
 import { deletePodChainByHand, manifestSet } from "./support/harness.js";

@@ -14,10 +14,10 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadManifestFiles } from "../src/agent/sources/manifests.js";
 import { installCni, uninstallCni } from "../src/cli/cni.js";
-import { labPodsFor } from "../src/dataplane/lab/matrix.js";
 import { declaredPorts } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { type LabState, labUp, type ProbeRequest, probe } from "../src/dataplane/lab/lab.js";
+import { labPodsFor } from "../src/dataplane/lab/matrix.js";
 import { shortHash } from "../src/dataplane/render.js";
 import { freePort, spawnAgent, tearDown, until } from "../test/support/agent-process.js";
 

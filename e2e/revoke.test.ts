@@ -12,11 +12,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadManifestFiles } from "../src/agent/sources/manifests.js";
-import { labPodsFor } from "../src/dataplane/lab/matrix.js";
 import { declaredPorts } from "../src/compiler/matrix.js";
 import { run } from "../src/dataplane/exec.js";
 import { pythonExecutable } from "../src/dataplane/lab/agent.js";
 import { type LabState, labUp } from "../src/dataplane/lab/lab.js";
+import { labPodsFor } from "../src/dataplane/lab/matrix.js";
 import { freePort, spawnAgent, tearDown, until } from "../test/support/agent-process.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));

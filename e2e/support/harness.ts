@@ -3,16 +3,16 @@
  * loop), whose probe matrix is compared cell by cell with the compiled table's simulate matrix.
  */
 import { emptyManifestSet, type ManifestSet, parseManifests } from "../../src/agent/sources/manifests.js";
-import { labPodsFor, probeMatrix } from "../../src/dataplane/lab/matrix.js";
-import { labLocalPods } from "../../src/dataplane/lab/program.js";
-import { type PolicyVerdictLoop, startPolicyVerdictLoop } from "../../src/dataplane/nfqueue/policy-loop.js";
 import { computeMatrix, declaredPorts, type Matrix, type PortProto } from "../../src/compiler/matrix.js";
 import { namespaceFromK8s, podFromK8s } from "../../src/compiler/normalize.js";
 import { PolicyTable } from "../../src/compiler/table.js";
 import { type ApplyStats, KernelApplier } from "../../src/dataplane/apply.js";
 import { run } from "../../src/dataplane/exec.js";
 import { type LabState, labDown, labUp } from "../../src/dataplane/lab/lab.js";
+import { labPodsFor, probeMatrix } from "../../src/dataplane/lab/matrix.js";
+import { labLocalPods } from "../../src/dataplane/lab/program.js";
 import { defaultQueueThreads } from "../../src/dataplane/nfqueue/defaults.js";
+import { type PolicyVerdictLoop, startPolicyVerdictLoop } from "../../src/dataplane/nfqueue/policy-loop.js";
 import { renderNode } from "../../src/dataplane/render.js";
 import type { Obj } from "./model.js";
 

@@ -22,12 +22,12 @@ import { startHealthServer } from "./health.js";
 import { RoutedLocalPods } from "./local-pods.js";
 import { createLogger, type Logger } from "./log.js";
 import { createMetrics, type Metrics } from "./metrics.js";
+import { NfqueueVerdicts } from "./nfqueue-verdicts.js";
+import { AGENT_DEFAULTS, type AgentOptions } from "./options.js";
 import { Reconciler } from "./reconciler.js";
 import { EstablishedRevoker } from "./revoker.js";
 import { FileSource } from "./sources/file-source.js";
 import { KubeSource } from "./sources/kube-source.js";
-import { NfqueueVerdicts } from "./nfqueue-verdicts.js";
-import { AGENT_DEFAULTS, type AgentOptions } from "./options.js";
 
 export class Agent {
   readonly log: Logger;

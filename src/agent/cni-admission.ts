@@ -195,7 +195,10 @@ export class CniAdmission implements ClusterSink {
       }
       if (this.hints.size) this.opts.log.info({ file, hints: this.hints.size }, "cni hints: loaded");
     } catch (e) {
-      this.opts.log.warn({ file, err: (e as Error).message }, "cni hints: file is not JSON; starting without");
+      this.opts.log.warn(
+        { file, err: (e as Error).message },
+        "cni hints: file is not JSON; starting without",
+      );
     }
   }
 

@@ -55,9 +55,7 @@ export const AGENT_DEFAULTS = {
 } as const satisfies Partial<AgentOptions>;
 
 /** Options with every unset field at its default. */
-export function agentOptions(
-  given: Partial<AgentOptions> & Pick<AgentOptions, "nodeName">,
-): AgentOptions {
+export function agentOptions(given: Partial<AgentOptions> & Pick<AgentOptions, "nodeName">): AgentOptions {
   const set = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) as typeof given;
   return { ...AGENT_DEFAULTS, serviceCIDRs: [], queueThreads: defaultQueueThreads(), ...set };
 }

@@ -4,7 +4,7 @@
  */
 import { hostname } from "node:os";
 import type { Command } from "commander";
-import { AGENT_DEFAULTS as D, agentOptions } from "../agent/options.js";
+import { agentOptions, AGENT_DEFAULTS as D } from "../agent/options.js";
 import { action, collect, UsageError } from "./errors.js";
 import { parseQueueOptions } from "./queue-options.js";
 
@@ -41,10 +41,18 @@ export function registerAgent(program: Command): void {
     )
     .option("--cleanup-on-exit", "remove podwall's kernel state on SIGTERM (default: leave it enforcing)")
     .option("--resync-seconds <s>", "re-read the kernel and repair drift this often", String(D.resyncSeconds))
-    .option("--batch-delay-ms <ms>", "coalesce changes for this long before programming", String(D.batchDelayMs))
+    .option(
+      "--batch-delay-ms <ms>",
+      "coalesce changes for this long before programming",
+      String(D.batchDelayMs),
+    )
     .option("--deny-action <action>", "DROP or REJECT for denied packets (iptables mode)", D.denyAction)
     .option("--service-cidr <cidr>", "IPVS ClusterIP range: judged after translation (repeatable)", collect)
-    .option("--deny-logs-per-second <n>", "nfqueue: deny log lines per second before suppression", String(D.denyLogPerSecond))
+    .option(
+      "--deny-logs-per-second <n>",
+      "nfqueue: deny log lines per second before suppression",
+      String(D.denyLogPerSecond),
+    )
     .option(
       "--cni-conf-dir <dir>",
       "keep podwall-cni chained in the first .conflist here (a network plugin may rewrite its file)",
@@ -71,26 +79,26 @@ export function registerAgent(program: Command): void {
         const { Agent } = await import("../agent/agent.js");
         const agent = new Agent(
           agentOptions({
-          nodeName: (o.nodeName as string) || process.env.NODE_NAME || hostname(),
-          kubeconfig: o.kubeconfig as string | undefined,
-          source: o.source as string | undefined,
-          lab: o.lab as string | undefined,
-          metricsAddr: (o.metricsAddr as string) || undefined,
-          dataplane,
-          ...parseQueueOptions(o.queueNum as string, o.queueThreads as string | undefined),
-          failOpen: !o.failClosed,
-          cleanupOnExit: !!o.cleanupOnExit,
-          resyncSeconds: Number(o.resyncSeconds),
-          batchDelayMs: Number(o.batchDelayMs),
-          denyAction: deny,
-          serviceCIDRs: (o.serviceCidr as string[] | undefined) ?? [],
-          logLevel: o.logLevel as string,
-          denyLogPerSecond: Number(o.denyLogsPerSecond),
-          cniSocket: (o.cniSocket as string | undefined) || undefined,
-          cniConfDir: (o.cniConfDir as string | undefined) || undefined,
-          revokeEstablished: !!o.revokeEstablished,
-          cniWaitSeconds: positive("--cni-wait-seconds", o.cniWaitSeconds as string),
-        }),
+            nodeName: (o.nodeName as string) || process.env.NODE_NAME || hostname(),
+            kubeconfig: o.kubeconfig as string | undefined,
+            source: o.source as string | undefined,
+            lab: o.lab as string | undefined,
+            metricsAddr: (o.metricsAddr as string) || undefined,
+            dataplane,
+            ...parseQueueOptions(o.queueNum as string, o.queueThreads as string | undefined),
+            failOpen: !o.failClosed,
+            cleanupOnExit: !!o.cleanupOnExit,
+            resyncSeconds: Number(o.resyncSeconds),
+            batchDelayMs: Number(o.batchDelayMs),
+            denyAction: deny,
+            serviceCIDRs: (o.serviceCidr as string[] | undefined) ?? [],
+            logLevel: o.logLevel as string,
+            denyLogPerSecond: Number(o.denyLogsPerSecond),
+            cniSocket: (o.cniSocket as string | undefined) || undefined,
+            cniConfDir: (o.cniConfDir as string | undefined) || undefined,
+            revokeEstablished: !!o.revokeEstablished,
+            cniWaitSeconds: positive("--cni-wait-seconds", o.cniWaitSeconds as string),
+          }),
         );
         let stopping = false;
         const stop = async (sig: string) => {

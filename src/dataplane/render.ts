@@ -22,9 +22,8 @@
  */
 import { createHash } from "node:crypto";
 import { type Family, parseIP } from "../compiler/ip.js";
-import { type ContainerPort, PROTO, PROTO_NAMES } from "../compiler/model.js";
+import { type ContainerPort, type Direction, PROTO, PROTO_NAMES } from "../compiler/model.js";
 import type { PortSpec } from "../compiler/ports.js";
-import { DEFAULT_QUEUE_NUM } from "./nfqueue/defaults.js";
 import type {
   CompiledPeer,
   CompiledRule,
@@ -33,6 +32,7 @@ import type {
   PolicyTable,
   SelectorEntry,
 } from "../compiler/table.js";
+import { DEFAULT_QUEUE_NUM } from "./nfqueue/defaults.js";
 
 export const PREFIX = "PODWALL-";
 export const TOP_CHAINS = {
@@ -207,7 +207,7 @@ class FamilyRenderer {
   }
 
   /** Rules of one policy rule for a pod: peers x ports, RETURN on match. */
-  ruleLines(pol: PolicyRecord, dir: "ingress" | "egress", rule: CompiledRule, self: PodRecord): string[] {
+  ruleLines(pol: PolicyRecord, dir: Direction, rule: CompiledRule, self: PodRecord): string[] {
     const side = dir === "ingress" ? "src" : "dst";
     const what = `${pol.key} ${dir}[${rule.index}]`;
     const peers: (CompiledPeer | null)[] = rule.peers === null ? [null] : [...rule.peers];
@@ -246,7 +246,7 @@ class FamilyRenderer {
     return out;
   }
 
-  podChain(pod: PodRecord, dir: "ingress" | "egress", pols: readonly PolicyRecord[]): string {
+  podChain(pod: PodRecord, dir: Direction, pols: readonly PolicyRecord[]): string {
     const name = `${PREFIX}${dir === "ingress" ? "ING" : "EGR"}-${shortHash(pod.key)}`;
     const lines: string[] = [];
     if (this.opts.dataplane === "nfqueue") {

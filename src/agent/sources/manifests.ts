@@ -13,7 +13,6 @@ import { InputError } from "../../compiler/errors.js";
 import type { NamespaceInfo, PodInfo } from "../../compiler/model.js";
 import { namespaceFromK8s, podFromK8s } from "../../compiler/normalize.js";
 import { compilePolicy } from "../../compiler/policy.js";
-import { PolicyTable } from "../../compiler/table.js";
 
 export class ManifestError extends Error {
   constructor(
@@ -164,13 +163,4 @@ export function loadManifestFiles(paths: readonly string[]): ManifestSet {
     parseManifests(text, f, set);
   }
   return set;
-}
-
-/** Build a compiled table from a manifest set (the same path the file source takes, all at once). */
-export function tableFromManifests(set: ManifestSet): PolicyTable {
-  const table = new PolicyTable();
-  for (const ns of set.namespaces) table.upsertNamespace(ns);
-  for (const pod of set.pods) table.upsertPod(pod);
-  for (const pol of set.policies) table.upsertPolicy(pol);
-  return table;
 }

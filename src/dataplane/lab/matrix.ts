@@ -13,7 +13,7 @@ import {
   pairAddresses,
   portLabel,
 } from "../../compiler/matrix.js";
-import { PROTO, type PodInfo, podKey } from "../../compiler/model.js";
+import { type PodInfo, PROTO, podKey } from "../../compiler/model.js";
 import type { PolicyTable } from "../../compiler/table.js";
 import { probeLab } from "./probe.js";
 import type { LabPodSpec, LabState, ProbeRequest } from "./types.js";

@@ -15,8 +15,8 @@ import {
   startAgent,
   waitSctpTag,
 } from "./agent.js";
-import type { LabState, ProbeRequest } from "./types.js";
 import { readStored } from "./state.js";
+import type { LabState, ProbeRequest } from "./types.js";
 
 export const DEFAULT_PROBE_TIMEOUT_MS = 800;
 const DEFAULT_CONCURRENCY = 512;

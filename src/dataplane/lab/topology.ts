@@ -9,7 +9,6 @@ import { readdir } from "node:fs/promises";
 import { isIPv6 } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { run } from "../exec.js";
-import type { LabPodSpec, LabPodState } from "./types.js";
 import {
   hostIfName,
   LAB_GW_V4,
@@ -22,6 +21,7 @@ import {
   nodeNetnsName,
   podNetnsName,
 } from "./names.js";
+import type { LabPodSpec, LabPodState } from "./types.js";
 
 function assertLabNetns(netns: string): void {
   // The guard behind the rule that lab code never changes the host netns.

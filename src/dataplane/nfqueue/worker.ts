@@ -56,7 +56,13 @@ async function loadDeciderModule(url: string): Promise<DeciderModule> {
 
 /** The pending event is the same connection attempt (a retransmit, or the next datagram of a stream). */
 function sameFlow(e: DenyEvent, p: ParsedPacket): boolean {
-  return e.srcPort === p.srcPort && e.dport === p.dstPort && e.proto === p.proto && e.src === p.src && e.dst === p.dst;
+  return (
+    e.srcPort === p.srcPort &&
+    e.dport === p.dstPort &&
+    e.proto === p.proto &&
+    e.src === p.src &&
+    e.dst === p.dst
+  );
 }
 
 function buildDecider(factory: DeciderFactory, table: unknown): Decider {
