@@ -10,6 +10,7 @@
 import { closeSync, openSync } from "node:fs";
 import * as koffi from "koffi";
 import { parseIP } from "../compiler/ip.js";
+import { loadLibrary } from "./native.js";
 
 const LIB_NAME = "libnetfilter_conntrack.so.3";
 const NFNL_SUBSYS_CTNETLINK = 1;
@@ -52,12 +53,7 @@ export class NfctLibraryMissingError extends Error {
 
 function load(): Lib {
   if (loaded) return loaded;
-  let ct: koffi.LibraryHandle;
-  try {
-    ct = koffi.load(LIB_NAME);
-  } catch (e) {
-    throw new NfctLibraryMissingError(e);
-  }
+  const ct = loadLibrary(LIB_NAME, (e) => new NfctLibraryMissingError(e));
   const libc = koffi.load("libc.so.6");
   loaded = {
     nfct_open: ct.func("intptr_t nfct_open(uint8_t subsys, unsigned int subscriptions)"),

@@ -137,27 +137,26 @@ class Agent:
             s.close()
             self.errors.append({"proto": "UDP", "port": port, "ip": ip, "errno": err_name(e), "msg": str(e)})
 
-    def _on_udp(self, s):
+    @staticmethod
+    def _drain(s):
+        """Yields every datagram waiting on a non-blocking socket, then returns."""
         while True:
             try:
-                data, addr = s.recvfrom(65535)
+                yield s.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                continue  # a queued ICMP error from an earlier echo; keep draining
+                continue  # a queued ICMP error from an earlier send; keep draining
+
+    def _on_udp(self, s):
+        for data, addr in self._drain(s):
             try:
                 s.sendto(data, addr)
             except OSError:
                 pass
 
     def _on_raw(self, s, fam):
-        while True:
-            try:
-                data, addr = s.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue
+        for data, addr in self._drain(s):
             if fam == socket.AF_INET:  # v4 raw sockets see the IP header, v6 ones do not
                 if len(data) < 20:
                     continue

@@ -6,6 +6,7 @@
  * May not: parse packets or decide verdicts; it must be used from a single thread.
  */
 import * as koffi from "koffi";
+import { loadLibrary } from "../native.js";
 
 export const NF_DROP = 0;
 export const NF_ACCEPT = 1;
@@ -59,12 +60,7 @@ let lib: Lib | undefined;
 /** Load (once) and bind the library; throws NfqLibraryMissingError if it is not installed. */
 export function loadLibNfq(): Lib {
   if (lib) return lib;
-  let nfq: koffi.LibraryHandle;
-  try {
-    nfq = koffi.load(LIB_NAME);
-  } catch (e) {
-    throw new NfqLibraryMissingError(e);
-  }
+  const nfq = loadLibrary(LIB_NAME, (e) => new NfqLibraryMissingError(e));
   const libc = koffi.load("libc.so.6");
   // Pointers the hot path touches are declared intptr_t: koffi passes them as numbers, not externals.
   const callbackType = koffi.proto(
