@@ -11,7 +11,7 @@ import { CommandError } from "../dataplane/exec.js";
 
 export class UsageError extends Error {}
 
-export function exitCodeFor(e: unknown): number {
+function exitCodeFor(e: unknown): number {
   return e instanceof ManifestError || e instanceof InputError || e instanceof UsageError ? 2 : 1;
 }
 

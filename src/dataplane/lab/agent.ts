@@ -41,7 +41,7 @@ let agentPathCache: string | undefined;
  * podagent.py sits beside this module under src/. tsc does not copy .py files, so from dist/ walk up to
  * the package root and use the one under src/.
  */
-export function podAgentPath(): string {
+function podAgentPath(): string {
   if (agentPathCache) return agentPathCache;
   const here = dirname(fileURLToPath(import.meta.url));
   const candidates = [join(here, "podagent.py")];

@@ -18,7 +18,7 @@ import {
 import { readStored } from "./state.js";
 import type { LabState, ProbeRequest } from "./types.js";
 
-export const DEFAULT_PROBE_TIMEOUT_MS = 800;
+const DEFAULT_PROBE_TIMEOUT_MS = 800;
 const DEFAULT_CONCURRENCY = 512;
 /** Extra time the agent gets beyond the probe timeout before we stop waiting for its answer. */
 const AGENT_GUARD_MS = 3000;

@@ -41,7 +41,7 @@ async function ipBatch(netns: string, lines: string[]): Promise<void> {
 }
 
 /** The bridge of a bridged lab; its MAC is fixed so pods can hold a permanent gateway entry. */
-export const LAB_BRIDGE = "pwbr0";
+const LAB_BRIDGE = "pwbr0";
 
 export async function createNode(lab: string, bridged = false): Promise<string> {
   const netns = nodeNetnsName(lab);

@@ -261,7 +261,7 @@ const TS_EXT = /\.(ts|mts|cts)$/;
  * How to launch the runner: the compiled sibling with plain node when it exists, else the
  * TypeScript source through tsx (the runner loads a TypeScript worker or decider itself).
  */
-export function launchCommand(netns?: string): { argv: string[]; runner: string } {
+function launchCommand(netns?: string): { argv: string[]; runner: string } {
   const js = new URL("./runner.js", import.meta.url);
   const runner = existsSync(js) ? fileURLToPath(js) : fileURLToPath(new URL("./runner.ts", import.meta.url));
   const nodeArgs: string[] = [];
