@@ -1,6 +1,7 @@
 /**
  * kube/kinds/index: the kinds the kube source watches, in start-up order (namespaces before pods and
  * policies, so the first sync sees labelled namespaces). A new kind is one module here and one line.
+ * May not: hold per-kind logic.
  */
 import type { KindHandler } from "../kind.js";
 import { namespaceKind } from "./namespace.js";

@@ -1,4 +1,7 @@
-/** kube/kinds/namespace: Namespaces, normalized to NamespaceInfo (name and labels). */
+/**
+ * kube/kinds/namespace: Namespaces, normalized to NamespaceInfo (name and labels).
+ * May not: judge policy.
+ */
 import type { NamespaceInfo } from "../../../../compiler/model.js";
 import { namespaceFromK8s } from "../../../../compiler/normalize.js";
 import type { KindHandler } from "../kind.js";

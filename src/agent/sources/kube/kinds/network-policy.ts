@@ -1,6 +1,7 @@
 /**
  * kube/kinds/network-policy: NetworkPolicies, shape-checked and trimmed (managedFields, status and
  * kubectl's last-applied copy are dropped); full validation is the compiler's, when the table takes it.
+ * May not: compile the policy.
  */
 import type { V1NetworkPolicy } from "@kubernetes/client-node";
 import type { KindHandler } from "../kind.js";

@@ -1,6 +1,7 @@
 /**
  * kube/kinds/node: this node's own Node object (fieldSelector on its name). Only its presence is
  * tracked (a missing Node object is logged); nothing reaches the sink.
+ * May not: watch other nodes.
  */
 import type { KindHandler } from "../kind.js";
 
