@@ -52,6 +52,10 @@ export interface ClusterResult {
   policyAddP50Us: number;
   policyAddP99Us: number;
   cachedLookupsPerSec: number;
+  /** Machine baseline, same run: a plain Map keyed by the flow's text, over the same flows. */
+  mapLookupsPerSec: number;
+  /** cachedLookupsPerSec / mapLookupsPerSec: compare this across machines, not the absolute rate. */
+  cachedVsMapRatio: number;
   uncachedP50Us: number;
   uncachedP99Us: number;
   uncachedMeanUs: number;
@@ -237,8 +241,27 @@ async function runCluster(size: Size, seed: number): Promise<ClusterResult> {
     lookups += srcs.length;
   }
   const cachedLookupsPerSec = lookups / ((performance.now() - c0) / 1000);
+  // The machine baseline: the same flows answered from a plain Map keyed by the flow's text (what a
+  // naive cache would do), for the same time. Its rate moves with the machine, not with podwall.
+  const plainMap = new Map<string, boolean>();
+  for (const f of flows)
+    plainMap.set(
+      `${f.src}|${f.dst}|${f.proto}|${f.port}`,
+      cache.lookup(f.src, f.dst, f.proto, f.port).allowed,
+    );
+  let mapLookups = 0;
+  let mapAllowed = 0;
+  const mEnd = performance.now() + CACHED_SECONDS * 1000;
+  const m0 = performance.now();
+  while (performance.now() < mEnd) {
+    for (let i = 0; i < srcs.length; i++) {
+      if (plainMap.get(`${srcs[i]}|${dsts[i]}|${protos[i]}|${ports[i]}`)) mapAllowed++;
+    }
+    mapLookups += srcs.length;
+  }
+  const mapLookupsPerSec = mapLookups / ((performance.now() - m0) / 1000);
   log(
-    `cached ${(cachedLookupsPerSec / 1e6).toFixed(2)} M lookups/s (${((100 * allowedCount) / lookups).toFixed(0)}% allowed)`,
+    `cached ${(cachedLookupsPerSec / 1e6).toFixed(2)} M lookups/s (${((100 * allowedCount) / lookups).toFixed(0)}% allowed); plain Map ${(mapLookupsPerSec / 1e6).toFixed(2)} M/s (${((100 * mapAllowed) / mapLookups).toFixed(0)}% allowed)`,
   );
 
   // Uncached decide.
@@ -284,6 +307,8 @@ async function runCluster(size: Size, seed: number): Promise<ClusterResult> {
     policyAddP50Us: round(pct(policySamples, 50)),
     policyAddP99Us: round(pct(policySamples, 99)),
     cachedLookupsPerSec: Math.round(cachedLookupsPerSec),
+    mapLookupsPerSec: Math.round(mapLookupsPerSec),
+    cachedVsMapRatio: round(cachedLookupsPerSec / mapLookupsPerSec),
     uncachedP50Us: round(pct(uncached, 50)),
     uncachedP99Us: round(pct(uncached, 99)),
     uncachedMeanUs: round(uncachedMeanUs),
@@ -315,6 +340,8 @@ const ROWS: [keyof ClusterResult, string, string][] = [
   ["policyAddP50Us", "policy add p50", "us"],
   ["policyAddP99Us", "policy add p99", "us"],
   ["cachedLookupsPerSec", "warm cache lookups", "/s"],
+  ["mapLookupsPerSec", "baseline: plain Map lookups, same flows", "/s"],
+  ["cachedVsMapRatio", "warm cache vs plain Map", "x"],
   ["uncachedP50Us", "uncached decide p50", "us"],
   ["uncachedP99Us", "uncached decide p99", "us"],
   ["uncachedMeanUs", "uncached decide mean", "us"],

@@ -215,6 +215,7 @@ function pct(samples: ArrayLike<number>, p: number): number {
 }
 
 const r1 = (x: number) => Math.round(x * 10) / 10;
+const r2 = (x: number) => Math.round(x * 100) / 100;
 
 /** Upper bound of the loop histogram's bucket holding quantile q (buckets are powers of two). */
 function histBound(l: { boundsUs: number[]; counts: number[]; count: number }, q: number): number {
@@ -336,6 +337,15 @@ async function measureLatency(lab: LabState, table: PolicyTable, bin: string): P
 
 // ------------------------------------------------------------------ (2) verdict rate
 
+/** The sender flat out with kernel rules only: what this machine can deliver at all. */
+interface SenderCeiling {
+  sentPerSec: number;
+  deliveredPerSec: number;
+}
+
+/** Asked of the sender for the ceiling run: far above what it can reach here. */
+const CEILING_PPS = 5_000_000;
+
 interface RateRow {
   offered: number;
   sentPerSec: number;
@@ -363,11 +373,9 @@ async function measureRate(
   table: PolicyTable,
   bin: string,
   us: PolicyVerdictLoop,
-): Promise<RateRow[]> {
+): Promise<{ rows: RateRow[]; ceiling: SenderCeiling }> {
   const client = lab.pods.find((p) => p.key === "bench/client")!.netns;
   const server = lab.pods.find((p) => p.key === "bench/server")!.netns;
-  // Fail-closed rules: no --queue-bypass, and the loop's queue was opened without FAIL_OPEN.
-  await programLab(lab, table, "nfqueue", QUEUE, false);
   // Count (and drop, so no ICMP goes back) what arrives in the server pod.
   await run(
     "iptables",
@@ -377,6 +385,35 @@ async function measureRate(
     ],
     { netns: server },
   );
+  // The machine baseline, same run: the sender flat out through the same node with podwall's kernel
+  // rules (no queue). What it delivers there is the most any queue could deliver on this machine.
+  await programLab(lab, table, "iptables");
+  await run("conntrack", ["-F"], { netns: lab.nodeNetns, allowFail: true });
+  await run("iptables", ["-w", "-Z", "INPUT"], { netns: server });
+  const cf = await run(
+    bin,
+    [
+      "flood",
+      CLIENT_IP,
+      SERVER_IP,
+      String(UDP_BASE),
+      String(UDP_PORTS),
+      String(CEILING_PPS),
+      String(CFG.rateSecs),
+    ],
+    { netns: client, timeoutMs: 60_000 },
+  );
+  const cflood = JSON.parse(cf.stdout.trim()) as { sent: number; secs: number };
+  await sleep(100);
+  const ceiling: SenderCeiling = {
+    sentPerSec: Math.round(cflood.sent / cflood.secs),
+    deliveredPerSec: Math.round((await udpDelivered(server)) / cflood.secs),
+  };
+  log(
+    `  sender ceiling (kernel rules, no queue): sent ${ceiling.sentPerSec}/s, delivered ${ceiling.deliveredPerSec}/s`,
+  );
+  // Fail-closed rules: no --queue-bypass, and the loop's queue was opened without FAIL_OPEN.
+  await programLab(lab, table, "nfqueue", QUEUE, false);
   const rows: RateRow[] = [];
   for (const rate of CFG.rates) {
     await run("conntrack", ["-F"], { netns: lab.nodeNetns, allowFail: true });
@@ -430,7 +467,7 @@ async function measureRate(
     );
   }
   await run("conntrack", ["-F"], { netns: lab.nodeNetns, allowFail: true });
-  return rows;
+  return { rows, ceiling };
 }
 
 // ------------------------------------------------------------------ (3) in-process verdict time
@@ -573,6 +610,7 @@ async function main(): Promise<void> {
   let loopP50BoundUs = 0;
   let loopP99BoundUs = 0;
   let rates: RateRow[];
+  let ceiling: SenderCeiling;
   try {
     const bin = await compileHelper(dir);
     const table = benchTable();
@@ -612,7 +650,7 @@ async function main(): Promise<void> {
 
     us = await startPolicyVerdictLoop(lab.nodeNetns, table, QUEUE, false);
     log(`\n(2) verdict rate: every packet a new UDP flow, ${CFG.rateSecs} s per offered rate`);
-    rates = await measureRate(lab, table, bin, us);
+    ({ rows: rates, ceiling } = await measureRate(lab, table, bin, us));
   } finally {
     await cleanup();
     process.off("SIGINT", onSignal);
@@ -629,6 +667,10 @@ async function main(): Promise<void> {
   const saturatedFlowsPerSec = top.deliveredPerSec;
 
   const ok = (b: boolean) => (b ? "ok" : "MISSED");
+  // Ratios to the same run's machine baselines: compare these across machines, not the absolutes.
+  const addedP50OverPlain = r2(latency.added.p50 / Math.max(1, latency.plain.p50));
+  const addedP99OverPlain = r2(latency.added.p99 / Math.max(1, latency.plain.p99));
+  const losslessOverCeiling = r2(losslessFlowsPerSec / Math.max(1, ceiling.deliveredPerSec));
   const rows: [string, string, string, string][] = [
     ["metric", "podwall (this run)", "goal", "kube-network-policies (published)"],
     ["new conn p50 plain / queued (us)", `${latency.plain.p50} / ${latency.queued.p50}`, "", ""],
@@ -640,6 +682,7 @@ async function main(): Promise<void> {
       `< ${GOALS.addedP50Us} ${ok(latency.added.p50 < GOALS.addedP50Us)}`,
       "per packet p50 ~50-80",
     ],
+    ["added p50 / plain connect p50 (same run)", `${addedP50OverPlain}`, "", ""],
     ["added p90 (us)", `${latency.added.p90}`, "", ""],
     [
       "in-loop time per SYN (parse + decide), p50 / p99 bucket (us)",
@@ -659,6 +702,9 @@ async function main(): Promise<void> {
       `>= ${GOALS.losslessFlowsPerSec} ${ok(losslessFlowsPerSec >= GOALS.losslessFlowsPerSec)}`,
       "~8k packets/s per node (at those latencies)",
     ],
+    ["added p99 / plain connect p99 (same run)", `${addedP99OverPlain}`, "", ""],
+    ["baseline: sender ceiling, kernel rules, no queue (flows/s)", `${ceiling.deliveredPerSec}`, "", ""],
+    ["lossless / sender ceiling", `${losslessOverCeiling}`, "", ""],
     [`saturated flows/s (offered ${top.offered})`, `${saturatedFlowsPerSec}`, "", ""],
     [
       `in-process verdict p99, uncached (us, ${inproc.policies} policies)`,
@@ -722,6 +768,11 @@ async function main(): Promise<void> {
       loopVerdictP99BoundUs: loopP99BoundUs,
       connectFailures: latency.failures,
       losslessFlowsPerSec,
+      addedP50OverPlainP50: addedP50OverPlain,
+      addedP99OverPlainP99: addedP99OverPlain,
+      senderCeilingSentPerSec: ceiling.sentPerSec,
+      senderCeilingDeliveredPerSec: ceiling.deliveredPerSec,
+      losslessOverSenderCeiling: losslessOverCeiling,
       saturatedFlowsPerSec,
       saturatedOfferedPerSec: top.offered,
       rates,
