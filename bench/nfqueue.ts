@@ -79,7 +79,7 @@ const NETBENCH_C = String.raw`
 // podwall bench helper. Modes:
 //   server PORT                 TCP accept()+close() loop
 //   connlat IP PORT N           N sequential connect()s, one latency (us) per line on stdout
-//   flood SRC DST DBASE NPORTS PPS SECS
+//   flood SRC DST DBASE NPORTS PPS SECS   (stops after 1.25 x SECS even if it could not keep the pace)
 //                               raw IPv4/UDP, each packet a new (sport, dport) pair, paced to PPS
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -162,9 +162,13 @@ static int flood(char **argv) {
     msgs[k].msg_hdr.msg_name = &sa; msgs[k].msg_hdr.msg_namelen = sizeof sa;
   }
   long long t0 = now_ns();
+  // A sender that cannot keep the pace stops a little after SECS anyway (the ceiling run asks for
+  // far more than it can send); a paced run ends at SECS.
+  long long stop_at = t0 + (long long)(secs * 1.25e9);
   long i = 0, errs = 0;
   while (i < total) {
     long long el = now_ns() - t0;
+    if (t0 + el > stop_at) break;
     long due = (long)(el * pps / 1e9) + 1;
     if (due > total) due = total;
     if (due <= i) {
