@@ -19,6 +19,7 @@ import { CniAdmission } from "./cni-admission.js";
 import { CniChainKeeper } from "./cni-chain-keeper.js";
 import { startCniServer } from "./cni-server.js";
 import { startHealthServer } from "./health.js";
+import { Liveness } from "./liveness.js";
 import { RoutedLocalPods } from "./local-pods.js";
 import { createLogger, type Logger } from "./log.js";
 import { createMetrics, type Metrics } from "./metrics.js";
@@ -42,8 +43,7 @@ export class Agent {
   private cniKeeper: CniChainKeeper | undefined;
   private revoker: EstablishedRevoker | undefined;
   private nfqueue: NfqueueVerdicts | undefined;
-  private tick = Date.now();
-  private ticker: NodeJS.Timeout | undefined;
+  readonly liveness: Liveness;
   private statusTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly opts: AgentOptions) {
@@ -52,6 +52,15 @@ export class Agent {
       opts.logFile ? pino.destination({ dest: opts.logFile, sync: false }) : undefined,
     );
     this.metrics = createMetrics();
+    this.liveness = new Liveness({
+      syncRunningSince: () => this.reconciler?.syncRunningSince(),
+      onLag: (s) => this.metrics.loopLag.set(s),
+    });
+  }
+
+  /** The health server is up: /healthz can tell the kubelet that start-up failed. */
+  get servingHealth(): boolean {
+    return this.server !== undefined;
   }
 
   async start(): Promise<void> {
@@ -109,28 +118,25 @@ export class Agent {
       afterSync: this.revoker ? () => this.revoker!.request() : undefined,
     });
     this.source = o.source
-      ? new FileSource(o.source)
+      ? new FileSource(o.source, {
+          maxFileBytes: o.sourceMaxFileBytes,
+          onFileRejected: (_file, reason) => this.metrics.sourceFileRejections.inc({ reason }),
+          onError: (e) => this.log.error({ err: e.message }, "folder source: rescan failed; still watching"),
+        })
       : new KubeSource({
           kubeconfigPath: o.kubeconfig,
           nodeName: o.nodeName,
           logger: this.log,
         });
-    this.ticker = setInterval(() => {
-      this.tick = Date.now();
-    }, 1000);
-    this.ticker.unref();
+    this.liveness.start();
     this.statusTimer = setInterval(() => this.exportSourceStatus(), 2000);
     this.statusTimer.unref();
     if (o.metricsAddr) {
       this.server = await startHealthServer(o.metricsAddr, this.metrics.registry, {
-        alive: () => Date.now() - this.tick < 10_000,
-        ready: () => this.reconciler.ready(),
-        detail: () =>
-          this.reconciler.ready()
-            ? `last sync ok, ${this.reconciler.lastStats?.rules ?? 0} rules`
-            : this.reconciler.lastError
-              ? `last sync failed: ${this.reconciler.lastError.message}`
-              : "waiting for the first complete sync",
+        alive: () => this.liveness.check().alive,
+        aliveDetail: () => this.liveness.check().reason,
+        ready: () => this.reconciler.ready() && (this.nfqueue?.ready() ?? true),
+        detail: () => this.readiness(),
       });
     }
     this.log.info(
@@ -145,6 +151,32 @@ export class Agent {
       },
       "podwall agent starting",
     );
+    try {
+      await this.startServing();
+    } catch (e) {
+      // The process stays up with its kernel state in force; /healthz now fails, so the kubelet
+      // restarts the agent rather than leaving it alive and inert.
+      if (this.server) {
+        this.liveness.fatal(e as Error);
+        this.log.error({ err: (e as Error).message }, "start-up failed; /healthz reports it");
+      }
+      throw e;
+    }
+  }
+
+  private readiness(): string {
+    const r = this.reconciler;
+    const sync = r.ready()
+      ? `last sync ok, ${r.lastStats?.rules ?? 0} rules`
+      : r.lastError
+        ? `last sync failed: ${r.lastError.message}`
+        : "waiting for the first complete sync";
+    return this.nfqueue ? `${sync}; ${this.nfqueue.detail()}` : sync;
+  }
+
+  /** Everything after the health server: the CNI socket, the chain keeper, the source. */
+  private async startServing(): Promise<void> {
+    const o = this.opts;
     let sink: ClusterSink = this.reconciler;
     if (o.cniSocket) {
       this.cni = new CniAdmission({
@@ -176,7 +208,7 @@ export class Agent {
     await this.source?.stop();
     await this.reconciler?.stop();
     await this.revoker?.idle();
-    if (this.ticker) clearInterval(this.ticker);
+    this.liveness.stop();
     if (this.statusTimer) clearInterval(this.statusTimer);
     this.server?.close();
     this.cniServer?.close();

@@ -20,6 +20,11 @@ export interface ClusterSink {
   deletePolicy(namespace: string, name: string): void;
   /** An object the source could not normalize; `key` is "ns/name" or "name". */
   rejected(kind: ObjectKind, key: string, error: Error): void;
+  /**
+   * An object reported through `rejected` is no longer bad: it was fixed or removed without ever
+   * reaching the sink (an upsert or delete of the same object says as much by itself).
+   */
+  cleared?(kind: ObjectKind, key: string): void;
   /** Every kind has been listed once: the cluster view is complete and may be programmed. */
   synced(): void;
 }

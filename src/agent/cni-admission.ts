@@ -164,6 +164,9 @@ export class CniAdmission implements ClusterSink {
   rejected(kind: ObjectKind, key: string, error: Error): void {
     this.opts.reconciler.rejected(kind, key, error);
   }
+  cleared(kind: ObjectKind, key: string): void {
+    this.opts.reconciler.cleared(kind, key);
+  }
   synced(): void {
     // Pods deleted while the agent was down: the first complete list no longer has them.
     let pruned = false;

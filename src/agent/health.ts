@@ -1,7 +1,8 @@
 /**
- * health: the agent's one HTTP server: /metrics (Prometheus text), /healthz (the loop is alive,
- * not tied to sync success, so a failing sync is reported, not restarted away), /readyz (the first
- * complete sync is programmed and syncs are succeeding).
+ * health: the agent's one HTTP server: /metrics (Prometheus text), /healthz (the liveness watchdog:
+ * the main loop can make progress; not tied to sync success, so a failing sync is reported, not
+ * restarted away), /readyz (the first complete sync is programmed, syncs are succeeding, and in
+ * nfqueue mode a verdict process is bound to every queue).
  * May not: change agent state; it only reads.
  */
 import { createServer, type Server } from "node:http";
@@ -9,6 +10,8 @@ import type { Registry } from "prom-client";
 
 export interface HealthProbe {
   alive(): boolean;
+  /** Why not alive, for humans. */
+  aliveDetail?(): string;
   ready(): boolean;
   /** A short line explaining readiness, for humans. */
   detail(): string;
@@ -30,7 +33,9 @@ export async function startHealthServer(
         res.writeHead(200, { "content-type": registry.contentType }).end(body);
       } else if (path === "/healthz") {
         const ok = probe.alive();
-        res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ok\n" : "loop stalled\n");
+        res
+          .writeHead(ok ? 200 : 503, { "content-type": "text/plain" })
+          .end(ok ? "ok\n" : `not alive: ${probe.aliveDetail?.() ?? "loop stalled"}\n`);
       } else if (path === "/readyz") {
         const ok = probe.ready();
         res

@@ -174,6 +174,29 @@ export function createMetrics(withProcessMetrics = true) {
       name: "podwall_deny_logs_suppressed_total",
       help: "Deny log lines suppressed by the rate limit",
     }),
+    nfqueueRestarts: new Counter({
+      ...r,
+      name: "podwall_nfqueue_worker_restarts_total",
+      help: "Times the NFQUEUE verdict process was started again after it died or could not bind its queues",
+    }),
+    nfqueueBound: new Gauge({
+      ...r,
+      name: "podwall_nfqueue_bound",
+      help: "1 while a verdict process is bound to every queue, else 0 (the rules' fail mode applies)",
+    }),
+    // Folder source (--source).
+    sourceFileRejections: new Counter({
+      ...r,
+      name: "podwall_source_file_rejections_total",
+      help: "Manifest files not (re)read, by reason (too_large, parse_error, unreadable); their last good objects stay",
+      labelNames: ["reason"],
+    }),
+    // Liveness.
+    loopLag: new Gauge({
+      ...r,
+      name: "podwall_event_loop_lag_seconds",
+      help: "How late the liveness heartbeat last ran: the longest the main loop was blocked recently",
+    }),
   };
 }
 

@@ -15,7 +15,8 @@ import type { PolicyTable } from "../compiler/table.js";
 import { PolicyVerdictLoop } from "../dataplane/nfqueue/policy-loop.js";
 import type { DenyEvent } from "../dataplane/nfqueue/protocol.js";
 import { readAllQueueProcStats } from "../dataplane/nfqueue/queue.js";
-import type { NfqStats } from "../dataplane/nfqueue/stats.js";
+import { mergeStats, type NfqStats } from "../dataplane/nfqueue/stats.js";
+import { backoffDelay } from "./backoff.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { TokenBucket } from "./token-bucket.js";
@@ -32,10 +33,24 @@ export interface NfqueueVerdictsOptions {
 
 type Counters = { policies: [string, number][]; cacheHits: number; cacheMisses: number };
 
+/** Restart backoff of the verdict process: the first retry well within a second. */
+const RESTART_BACKOFF = { initialMs: 250, maxMs: 5000, jitter: 0.2 };
+/** A process that stayed bound this long resets the backoff when it dies. */
+const STABLE_MS = 10_000;
+
 export class NfqueueVerdicts {
-  private verdicts: PolicyVerdictLoop | undefined;
+  /** The verdict process bound to every queue, if one is. */
+  private current: PolicyVerdictLoop | undefined;
+  private starting: Promise<void> | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private table: PolicyTable | undefined;
+  private failures = 0;
+  private boundAt = 0;
+  private lastFailure: string | undefined;
+  private stopped = false;
   private poll: NodeJS.Timeout | undefined;
+  /** Counters of verdict processes that have ended, so the exported totals never go back. */
+  private carried: NfqStats | undefined;
   private last: NfqStats | undefined;
   private readonly denyLogs: TokenBucket;
   private suppressed = 0;
@@ -43,16 +58,37 @@ export class NfqueueVerdicts {
   constructor(private readonly opts: NfqueueVerdictsOptions) {
     this.denyLogs = new TokenBucket(opts.denyLogPerSecond);
     this.registerHistogram();
+    opts.metrics.nfqueueBound.set(0);
+  }
+
+  /** A verdict process is bound to every queue (the runner reports ready only then). */
+  ready(): boolean {
+    return this.current !== undefined;
+  }
+
+  /** For /readyz: why not ready. */
+  detail(): string {
+    if (this.current) return "nfqueue verdict process bound";
+    if (this.starting) return "nfqueue verdict process starting";
+    return `nfqueue verdict process not bound${this.lastFailure ? ` (${this.lastFailure}); retrying` : ""}`;
   }
 
   /**
-   * Bind the queue with the first *complete* table. Started earlier, an empty table would answer
-   * "not isolated" and accept everything; unbound, the kernel applies the configured fail mode.
+   * Called before every kernel apply: hands the worker the table. The first call starts the verdict
+   * process with the first *complete* table (started earlier, an empty table would answer "not
+   * isolated" and accept everything; unbound, the kernel applies the configured fail mode). It never
+   * throws: a process that cannot start (its queue still held by a previous agent's) is retried with
+   * backoff, and readiness stays false meanwhile.
    */
-  private async start(table: PolicyTable): Promise<void> {
+  async publish(table: PolicyTable): Promise<void> {
     this.table = table;
+    if (this.current) return this.current.publish(table);
+    if (!this.starting && !this.retryTimer && !this.stopped) await this.launch();
+  }
+
+  private launch(): Promise<void> {
     const o = this.opts;
-    this.verdicts = new PolicyVerdictLoop(table, {
+    const loop: PolicyVerdictLoop = new PolicyVerdictLoop(this.table!, {
       queueNum: o.queueNum,
       queueCount: o.queueCount,
       netns: o.netns,
@@ -60,20 +96,65 @@ export class NfqueueVerdicts {
       onDeny: (e) => this.onDeny(e),
       onDeciderCounters: (d) => this.onCounters(d as Counters),
       onError: (e) => o.log.error({ err: e.message }, "nfqueue verdict loop error"),
+      onExit: (e) => this.exited(loop, e),
     });
-    await this.verdicts.start();
-    o.log.info(
-      { queue: o.queueNum, queues: o.queueCount, failOpen: o.failOpen, pid: this.verdicts.loop.pid },
-      "NFQUEUE verdict loop running",
-    );
-    this.poll = setInterval(() => void this.pollStats(), 2000);
-    this.poll.unref();
+    this.starting = loop
+      .start()
+      .then(
+        async () => {
+          if (this.stopped) return loop.stop();
+          this.current = loop;
+          this.boundAt = performance.now();
+          this.lastFailure = undefined;
+          o.metrics.nfqueueBound.set(1);
+          o.log.info(
+            {
+              queue: o.queueNum,
+              queues: o.queueCount,
+              failOpen: o.failOpen,
+              pid: loop.loop.pid,
+              restarts: this.failures,
+            },
+            "NFQUEUE verdict loop running",
+          );
+          // The table may have moved while the process started.
+          loop.publish(this.table!);
+          this.poll ??= setInterval(() => void this.pollStats(), 2000);
+          this.poll.unref();
+        },
+        (e: unknown) => this.failed(e as Error, "could not start"),
+      )
+      .finally(() => {
+        this.starting = undefined;
+      });
+    return this.starting;
   }
 
-  /** Called before every kernel apply (the first one starts the loop): the worker gets the table first. */
-  async publish(table: PolicyTable): Promise<void> {
-    if (!this.verdicts) return this.start(table);
-    this.verdicts.publish(table);
+  /** The bound process ended on its own (a worker died, the process was killed). */
+  private exited(loop: PolicyVerdictLoop, e: Error): void {
+    if (loop !== this.current) return;
+    this.current = undefined;
+    this.opts.metrics.nfqueueBound.set(0);
+    this.carried = mergeStats([...(this.carried ? [this.carried] : []), loop.loop.stats()]);
+    if (performance.now() - this.boundAt >= STABLE_MS) this.failures = 0;
+    this.failed(e, "exited");
+  }
+
+  private failed(e: Error, what: string): void {
+    if (this.stopped) return;
+    this.failures++;
+    this.lastFailure = `${what}: ${e.message.split("\n")[0]}`;
+    const retryInMs = backoffDelay(this.failures, RESTART_BACKOFF);
+    this.opts.log.error(
+      { err: e.message, attempt: this.failures, retryInMs, failOpen: this.opts.failOpen },
+      `NFQUEUE verdict process ${what}; restarting it (meanwhile the rules' ${this.opts.failOpen ? "fail-open" : "fail-closed"} mode applies)`,
+    );
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.stopped) return;
+      this.opts.metrics.nfqueueRestarts.inc();
+      void this.launch();
+    }, retryInMs);
   }
 
   private onDeny(e: DenyEvent): void {
@@ -118,10 +199,16 @@ export class NfqueueVerdicts {
     if (d.cacheMisses) m.cacheLookups.inc({ result: "miss" }, d.cacheMisses);
   }
 
+  /** Counters of every verdict process so far (the ended ones carried). */
+  private totals(): NfqStats | undefined {
+    const parts = [this.carried, this.current?.loop.stats()].filter((x): x is NfqStats => x !== undefined);
+    return parts.length ? mergeStats(parts) : undefined;
+  }
+
   private async pollStats(): Promise<void> {
-    if (!this.verdicts) return;
+    const s = this.totals();
+    if (!s) return;
     const m = this.opts.metrics;
-    const s = this.verdicts.loop.stats();
     const prev = this.last;
     for (const [proto, c] of Object.entries(s.byProto)) {
       const pa = prev?.byProto[proto as keyof NfqStats["byProto"]];
@@ -177,7 +264,11 @@ export class NfqueueVerdicts {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.poll) clearInterval(this.poll);
-    await this.verdicts?.stop();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    await this.starting;
+    await this.current?.stop();
+    this.current = undefined;
   }
 }

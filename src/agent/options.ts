@@ -4,6 +4,7 @@
  * May not: import anything heavy: the CLI reads it before deciding to load the agent.
  */
 import { DEFAULT_QUEUE_NUM, defaultQueueThreads } from "../dataplane/nfqueue/defaults.js";
+import { DEFAULT_MAX_FILE_BYTES } from "./sources/file-source.js";
 
 export type DataplaneMode = "iptables" | "nfqueue";
 
@@ -35,6 +36,8 @@ export interface AgentOptions {
   cniConfDir?: string;
   /** After a policy change, delete the conntrack entries of connections the new policy denies. */
   revokeEstablished?: boolean;
+  /** --source: larger manifest files are rejected unread. */
+  sourceMaxFileBytes?: number;
 }
 
 /** Every default the agent has; `queueThreads` is per machine (one per CPU, at most 8). */
@@ -52,6 +55,7 @@ export const AGENT_DEFAULTS = {
   denyLogPerSecond: 20,
   cniWaitSeconds: 30,
   revokeEstablished: false,
+  sourceMaxFileBytes: DEFAULT_MAX_FILE_BYTES,
 } as const satisfies Partial<AgentOptions>;
 
 /** Options with every unset field at its default. */

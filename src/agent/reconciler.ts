@@ -7,7 +7,8 @@
  * iptables-restore changes nothing, and the kernel view is re-read before the retry), periodic resync that re-reads the kernel and
  * repairs drift, readiness, and the event->enforced latency metric.
  * Nothing is programmed before the source reports `synced` (a half-known cluster would open holes);
- * a rejected object is logged and counted, and its last good version stays in force.
+ * a rejected object is logged and counted, and its last good version stays in force; it stops being
+ * counted as rejected (the gauge) when an upsert or delete of it arrives, or the source clears it.
  * May not: talk to Kubernetes (sources do) or build kernel text (the renderer does).
  */
 import type { V1NetworkPolicy } from "@kubernetes/client-node";
@@ -49,6 +50,7 @@ export class Reconciler implements ClusterSink {
   private programmedOnce = false;
   private lastSyncOk = false;
   private resyncTimer: NodeJS.Timeout | undefined;
+  private syncStartedAt: number | undefined;
   /** Receive times of events whose effect is not yet in the kernel. */
   private pending: number[] = [];
   private readonly rejectedKeys = new Map<ObjectKind, Set<string>>();
@@ -92,15 +94,18 @@ export class Reconciler implements ClusterSink {
   }
 
   upsertPod(pod: PodInfo): void {
+    this.clearRejected("Pod", `${pod.namespace}/${pod.name}`);
     const existed = this.opts.table.pod(`${pod.namespace}/${pod.name}`) !== undefined;
     this.event("Pod", existed ? "update" : "add", this.opts.table.upsertPod(pod));
   }
 
   deletePod(namespace: string, name: string): void {
+    this.clearRejected("Pod", `${namespace}/${name}`);
     this.event("Pod", "delete", this.opts.table.deletePod(namespace, name));
   }
 
   upsertNamespace(ns: NamespaceInfo): void {
+    this.clearRejected("Namespace", ns.name);
     this.event(
       "Namespace",
       this.opts.table.hasNamespace(ns.name) ? "update" : "add",
@@ -109,6 +114,7 @@ export class Reconciler implements ClusterSink {
   }
 
   deleteNamespace(name: string): void {
+    this.clearRejected("Namespace", name);
     this.event("Namespace", "delete", this.opts.table.deleteNamespace(name));
   }
 
@@ -144,6 +150,11 @@ export class Reconciler implements ClusterSink {
       { kind, object: key, field: error instanceof InputError ? error.field : undefined, err: error.message },
       `rejected ${kind} ${key}: ${error.message}${kept}`,
     );
+  }
+
+  /** The source says a rejected object was fixed or removed without reaching us. */
+  cleared(kind: ObjectKind, key: string): void {
+    this.clearRejected(kind, key);
   }
 
   private clearRejected(kind: ObjectKind, key: string): void {
@@ -208,7 +219,21 @@ export class Reconciler implements ClusterSink {
     });
   }
 
+  /** When the sync in progress started (performance.now()), or undefined (the liveness watchdog). */
+  syncRunningSince(): number | undefined {
+    return this.syncStartedAt;
+  }
+
   private async syncOnce(): Promise<void> {
+    this.syncStartedAt = performance.now();
+    try {
+      await this.syncBody();
+    } finally {
+      this.syncStartedAt = undefined;
+    }
+  }
+
+  private async syncBody(): Promise<void> {
     const seq = ++this.started;
     const t0 = performance.now();
     const batch = this.pending;

@@ -15,6 +15,11 @@ export function registerAgent(program: Command): void {
     .option("--kubeconfig <path>", "kubeconfig file (default: in-cluster config, then ~/.kube/config)")
     .option("--node-name <name>", "this node's name (default: $NODE_NAME, then the host name)")
     .option("--source <dir>", "read and watch a folder of manifests instead of the API server")
+    .option(
+      "--source-max-file-bytes <n>",
+      "--source: reject larger manifest files unread (parsing one blocks the agent about a second per MB)",
+      String(D.sourceMaxFileBytes),
+    )
     .option("--lab <name>", "program a running `podwall lab` node instead of this host")
     .option("--metrics-addr <host:port>", "serve /metrics, /healthz and /readyz here", D.metricsAddr)
     .option(
@@ -98,6 +103,7 @@ export function registerAgent(program: Command): void {
             cniConfDir: (o.cniConfDir as string | undefined) || undefined,
             revokeEstablished: !!o.revokeEstablished,
             cniWaitSeconds: positive("--cni-wait-seconds", o.cniWaitSeconds as string),
+            sourceMaxFileBytes: positive("--source-max-file-bytes", o.sourceMaxFileBytes as string),
           }),
         );
         let stopping = false;
@@ -110,7 +116,23 @@ export function registerAgent(program: Command): void {
         };
         process.on("SIGTERM", () => void stop("SIGTERM"));
         process.on("SIGINT", () => void stop("SIGINT"));
-        await agent.start();
+        process.on("uncaughtException", (e) => {
+          // The loop may be in any state now: keep the kernel state, fail /healthz, and let the
+          // kubelet restart the agent.
+          agent.liveness.fatal(e);
+          agent.log.error({ err: e.message, stack: e.stack }, "uncaught exception; /healthz now fails");
+        });
+        process.on("unhandledRejection", (e) => {
+          const err = e instanceof Error ? e : new Error(String(e));
+          agent.liveness.fatal(err);
+          agent.log.error({ err: err.message, stack: err.stack }, "unhandled rejection; /healthz now fails");
+        });
+        try {
+          await agent.start();
+        } catch (e) {
+          // Started far enough to serve /healthz: stay up and report the failure there.
+          if (!agent.servingHealth) throw e;
+        }
         await new Promise(() => {}); // Run until a signal.
       }),
     );

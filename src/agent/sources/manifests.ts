@@ -45,6 +45,9 @@ export interface ObjectProblem {
   kind: string;
   /** "ns/name" (namespaced kinds) or "name"; empty when the object has no name. */
   key: string;
+  /** The same identity, unambiguously: "" for cluster-scoped kinds. */
+  namespace: string;
+  name: string;
   error: ManifestError;
 }
 
@@ -75,11 +78,12 @@ export function parseManifests(
   return into;
 }
 
-function objectKey(value: Obj): string {
+function objectIdentity(value: Obj): { key: string; namespace: string; name: string } {
   const meta = isObj(value.metadata) ? value.metadata : {};
   const name = typeof meta.name === "string" ? meta.name : "";
-  if (value.kind === "Namespace" || !name) return name;
-  return `${typeof meta.namespace === "string" && meta.namespace ? meta.namespace : "default"}/${name}`;
+  if (value.kind === "Namespace" || !name) return { key: name, namespace: "", name };
+  const namespace = typeof meta.namespace === "string" && meta.namespace ? meta.namespace : "default";
+  return { key: `${namespace}/${name}`, namespace, name };
 }
 
 function addObject(
@@ -121,7 +125,7 @@ function addObject(
     if (!(e instanceof InputError)) throw e;
     const err = new ManifestError(file, line, e.message);
     if (!onProblem) throw err;
-    onProblem({ kind, key: objectKey(value), error: err });
+    onProblem({ kind, ...objectIdentity(value), error: err });
   }
 }
 

@@ -29,8 +29,10 @@ export interface NfqueueVerdictLoopOptions {
   onDeny?: (e: DenyEvent) => void;
   /** Output of the decider module's optional `drainCounters()` export, about once a second. */
   onDeciderCounters?: (data: unknown) => void;
-  /** Asynchronous failures after start: runner death, rejected tables. */
+  /** Asynchronous failures after start: rejected tables; runner death too unless `onExit` is set. */
   onError?: (e: Error) => void;
+  /** The runner ended after a successful start without being asked to (crashed, killed). */
+  onExit?: (e: Error) => void;
   /** Named network namespace to bind the queue in (`ip netns exec`); default: this process's. */
   netns?: string;
   /** Bytes copied per packet (default 128: headers only). */
@@ -136,7 +138,7 @@ export class NfqueueVerdictLoop {
     // Tables set while starting were not in the start config.
     if (this.generation !== startGeneration)
       this.send({ type: "table", table: this.table, generation: this.generation });
-    this.exitListeners.push((e) => this.opts.onError?.(e));
+    this.exitListeners.push((e) => (this.opts.onExit ?? this.opts.onError)?.(e));
   }
 
   private readyHook?: (e?: Error) => void;

@@ -181,6 +181,11 @@ class Runner {
     void send({ type: "stats", stats: this.stats(), requestId });
   }
 
+  /** Test hook: terminate worker 0 as if it had crashed. */
+  crashFirstWorker(): void {
+    void this.workers[0]?.worker.terminate();
+  }
+
   stop(): void {
     this.stopping = true;
     for (const w of this.workers) Atomics.store(w.ctl, CTL_STOP, 1);
@@ -215,3 +220,5 @@ process.on("message", (m: ToRunner) => {
 process.on("disconnect", () => runner.stop());
 process.on("SIGTERM", () => runner.stop());
 process.on("SIGINT", () => runner.stop());
+// Test-only: SIGUSR2 ends the first worker thread as a crash would (the supervision tests use it).
+if (process.env.PODWALL_NFQUEUE_TEST_HOOKS === "1") process.on("SIGUSR2", () => runner.crashFirstWorker());
