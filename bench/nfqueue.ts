@@ -21,7 +21,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { emptyManifestSet, parseManifests } from "../src/agent/sources/manifests.js";
+import { emptyManifestSet, parseManifests, tableFromManifests } from "../src/agent/sources/manifests.js";
 import type { Direction, ProtoNum } from "../src/compiler/model.js";
 import { takeSnapshot } from "../src/compiler/snapshot.js";
 import { PolicyTable } from "../src/compiler/table.js";
@@ -287,11 +287,7 @@ function benchTable(): PolicyTable {
     "bench.json",
     emptyManifestSet(),
   );
-  const t = new PolicyTable();
-  for (const n of set.namespaces) t.upsertNamespace(n);
-  for (const p of set.pods) t.upsertPod(p);
-  for (const p of set.policies) t.upsertPolicy(p);
-  return t;
+  return tableFromManifests(set);
 }
 
 // ------------------------------------------------------------------ (1) connect latency

@@ -72,10 +72,21 @@ describe("podwall simulate", () => {
       JSON.stringify({
         kind: "List",
         items: [
-          { kind: "Pod", metadata: { name: "a", namespace: "q" }, status: { podIP: "10.0.0.1" } },
-          { kind: "Pod", metadata: { name: "b", namespace: "r" }, status: { podIP: "10.0.0.2" } },
-          { kind: "Service", metadata: { name: "s" } },
           {
+            apiVersion: "v1",
+            kind: "Pod",
+            metadata: { name: "a", namespace: "q" },
+            status: { podIP: "10.0.0.1" },
+          },
+          {
+            apiVersion: "v1",
+            kind: "Pod",
+            metadata: { name: "b", namespace: "r" },
+            status: { podIP: "10.0.0.2" },
+          },
+          { apiVersion: "v1", kind: "Service", metadata: { name: "s" } },
+          {
+            apiVersion: "networking.k8s.io/v1",
             kind: "NetworkPolicy",
             metadata: { name: "p", namespace: "q" },
             spec: {
@@ -143,17 +154,17 @@ describe("bad input: exit 2, one clear line, no stack trace", () => {
   const cases: [string, string, RegExp][] = [
     [
       "invalid CIDR",
-      `${POD("x", "a", "10.0.0.1")}---\nkind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: 10.0.0.0/33 } }] }] }\n`,
+      `${POD("x", "a", "10.0.0.1")}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: 10.0.0.0/33 } }] }] }\n`,
       /m\.yaml:\d+: NetworkPolicy x\/p: spec\.ingress\[0\]\.from\[0\]\.ipBlock\.cidr: invalid CIDR "10\.0\.0\.0\/33"/,
     ],
     [
       "unknown protocol",
-      `kind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: {}, ingress: [{ ports: [{ port: 80, protocol: ICMP }] }] }\n`,
+      `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: {}, ingress: [{ ports: [{ port: 80, protocol: ICMP }] }] }\n`,
       /spec\.ingress\[0\]\.ports\[0\]\.protocol: unknown protocol "ICMP"/,
     ],
     [
       "unknown selector operator",
-      `kind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: { matchExpressions: [{ key: a, operator: Equals, values: [b] }] } }\n`,
+      `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: { matchExpressions: [{ key: a, operator: Equals, values: [b] }] } }\n`,
       /spec\.podSelector\.matchExpressions\[0\]\.operator: unknown operator "Equals"/,
     ],
     [

@@ -10,7 +10,8 @@
  */
 import { decide } from "../compiler/engine.js";
 import type { PolicyTable } from "../compiler/table.js";
-import { type CtFlow, deleteFlows, listFlows, PROTO_NAMES } from "../dataplane/conntrack.js";
+import { protoToolName } from "../compiler/model.js";
+import { type CtFlow, deleteFlows, listFlows } from "../dataplane/conntrack.js";
 import { run } from "../dataplane/exec.js";
 import { BoundedRunner } from "./bounded-runner.js";
 import type { Logger } from "./log.js";
@@ -113,7 +114,7 @@ export class EstablishedRevoker {
         "conntrack over netlink unavailable; deleting with the conntrack tool",
       );
     for (const [proto, n] of result.byProto)
-      metrics.revokedConnections.inc({ protocol: PROTO_NAMES[proto] ?? String(proto) }, n);
+      metrics.revokedConnections.inc({ protocol: protoToolName(proto) }, n);
     this.generation = generation;
     this.lastPass = {
       flows: flows.length,

@@ -4,6 +4,7 @@
  * May not: change anything in render; cleanup touches only PODWALL- chains, jumps and sets.
  */
 import type { Command } from "commander";
+import { tableFromManifests } from "../agent/sources/manifests.js";
 
 import { podKey } from "../compiler/model.js";
 import { KernelApplier } from "../dataplane/apply.js";
@@ -11,7 +12,6 @@ import { loadLab } from "../dataplane/lab/lab.js";
 import { DEFAULT_QUEUE_NUM } from "../dataplane/nfqueue/defaults.js";
 import { type LocalPod, renderNode, restoreTexts, shortHash } from "../dataplane/render.js";
 import { action, collect, UsageError } from "./errors.js";
-import { tableFromManifests } from "./manifest-table.js";
 import { parseQueueOptions, queueRenderOptions } from "./queue-options.js";
 import { loadForCli } from "./simulate.js";
 

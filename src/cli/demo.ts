@@ -11,12 +11,11 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
 import { agentOptions } from "../agent/options.js";
-import { loadManifestFiles } from "../agent/sources/manifests.js";
+import { loadManifestFiles, tableFromManifests } from "../agent/sources/manifests.js";
 import { declaredPorts, type Matrix } from "../compiler/matrix.js";
 import { labDown, labUp } from "../dataplane/lab/lab.js";
 import { labPodsFor, probeMatrix } from "../dataplane/lab/matrix.js";
 import { action, UsageError } from "./errors.js";
-import { tableFromManifests } from "./manifest-table.js";
 
 function exampleDir(): string {
   let dir = dirname(fileURLToPath(import.meta.url));

@@ -9,7 +9,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Command } from "commander";
-import { loadManifestFiles } from "../agent/sources/manifests.js";
+import { loadManifestFiles, tableFromManifests } from "../agent/sources/manifests.js";
 import { declaredPorts, formatMatrix, type Matrix } from "../compiler/matrix.js";
 import { labDown, labUp, loadLab } from "../dataplane/lab/lab.js";
 import { labPodsFor, probeMatrix } from "../dataplane/lab/matrix.js";
@@ -18,7 +18,6 @@ import { LAB_STATE_DIR as STATE_DIR } from "../dataplane/lab/state.js";
 import { DEFAULT_QUEUE_NUM } from "../dataplane/nfqueue/defaults.js";
 import { type PolicyVerdictLoop, startPolicyVerdictLoop } from "../dataplane/nfqueue/policy-loop.js";
 import { action, collect, UsageError } from "./errors.js";
-import { tableFromManifests } from "./manifest-table.js";
 import { loadForCli, parsePorts } from "./simulate.js";
 
 function rememberManifests(name: string, files: readonly string[]): void {

@@ -6,7 +6,7 @@
  * the dataplanes use. May not: touch the kernel.
  */
 import type { Command } from "commander";
-import { loadManifestFiles, type ManifestSet } from "../agent/sources/manifests.js";
+import { loadManifestFiles, type ManifestSet, tableFromManifests } from "../agent/sources/manifests.js";
 import { explainFlow } from "../compiler/explain.js";
 import { canonicalIP } from "../compiler/ip.js";
 import {
@@ -19,7 +19,6 @@ import {
 } from "../compiler/matrix.js";
 import { PROTO, podKey } from "../compiler/model.js";
 import { action, collect, UsageError } from "./errors.js";
-import { tableFromManifests } from "./manifest-table.js";
 
 export function parsePorts(list: readonly string[] | undefined): PortProto[] | undefined {
   if (!list || list.length === 0) return undefined;

@@ -9,10 +9,9 @@
  * May not: decide which flows to delete (the agent's revoker does) or touch anything but entries.
  */
 import { setImmediate as yieldToLoop } from "node:timers/promises";
+import { protoToolName } from "../compiler/model.js";
 import { run } from "./exec.js";
 import { ConntrackDeleter, NfctLibraryMissingError } from "./libnfct.js";
-
-export const PROTO_NAMES: Record<number, string> = { 6: "tcp", 17: "udp", 132: "sctp" };
 
 export interface CtFlow {
   family: 4 | 6;
@@ -102,7 +101,7 @@ export async function deleteFlowsWithTool(flows: readonly CtFlow[], netns?: stri
   let deleted = 0;
   const byProto = new Map<number, number>();
   for (const f of groups.values()) {
-    const args = ["-D", "-f", f.family === 4 ? "ipv4" : "ipv6", "-p", PROTO_NAMES[f.proto]];
+    const args = ["-D", "-f", f.family === 4 ? "ipv4" : "ipv6", "-p", protoToolName(f.proto)];
     args.push("-s", f.orig.src, "-d", f.orig.dst, "--dport", String(f.orig.dport));
     args.push("--reply-src", f.dst, "--reply-port-src", String(f.dport));
     const r = await run("conntrack", args, { netns, allowFail: true });

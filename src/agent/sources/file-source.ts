@@ -15,9 +15,19 @@
  * May not: compile or program anything.
  */
 import { type FSWatcher, readFileSync, statSync, watch } from "node:fs";
-import type { NamespaceInfo, PodInfo } from "../../compiler/model.js";
+import { POLICY_KINDS } from "../../compiler/kinds/index.js";
+import type { NamespaceInfo, NodeInfo, PodInfo } from "../../compiler/model.js";
+import type { PolicyKind } from "../../compiler/rule-model.js";
 import type { ClusterSink, ClusterSource, ObjectKind, SourceStatus } from "../cluster-events.js";
-import { emptyManifestSet, expandManifestPaths, type ManifestSet, parseManifests } from "./manifests.js";
+import {
+  emptyManifestSet,
+  expandManifestPaths,
+  type ManifestPolicy,
+  type ManifestSet,
+  parseManifests,
+} from "./manifests.js";
+
+const POLICY_KIND_NAMES = Object.keys(POLICY_KINDS) as PolicyKind[];
 
 /** Why a whole file was not (re)read; its last good objects stay in force. */
 export type FileRejection = "too_large" | "parse_error" | "unreadable";
@@ -42,8 +52,9 @@ export const DEFAULT_MAX_FILE_BYTES = 4 << 20;
 
 type Entry = { namespace: string; name: string; text: string } & (
   | { kind: "Namespace"; obj: NamespaceInfo }
+  | { kind: "Node"; obj: NodeInfo }
   | { kind: "Pod"; obj: PodInfo }
-  | { kind: "NetworkPolicy"; obj: Record<string, unknown> }
+  | { kind: PolicyKind; obj: ManifestPolicy }
 );
 
 /** A rejection as the sink heard it. */
@@ -253,13 +264,12 @@ export class FileSource implements ClusterSource {
     const add = (e: Entry) => entries.set(entryKey(e.kind, e.namespace, e.name), e);
     for (const ns of set.namespaces)
       add({ kind: "Namespace", namespace: "", name: ns.name, obj: ns, text: JSON.stringify(ns) });
+    for (const node of set.nodes)
+      add({ kind: "Node", namespace: "", name: node.name, obj: node, text: JSON.stringify(node) });
     for (const pod of set.pods)
       add({ kind: "Pod", namespace: pod.namespace, name: pod.name, obj: pod, text: JSON.stringify(pod) });
-    for (const pol of set.policies) {
-      const meta = pol.metadata as { name: string; namespace?: string };
-      const namespace = meta.namespace || "default";
-      add({ kind: "NetworkPolicy", namespace, name: meta.name, obj: pol, text: JSON.stringify(pol) });
-    }
+    for (const pol of set.policies)
+      add({ kind: pol.kind, namespace: pol.namespace, name: pol.name, obj: pol, text: JSON.stringify(pol.obj) });
     this.clearRejections(prev?.rejections, rejections);
     return { readStamp: stamp, entries, rejections };
   }
@@ -272,22 +282,24 @@ export class FileSource implements ClusterSource {
   private emit(sink: ClusterSink): void {
     const all = new Map<string, Entry>();
     for (const st of this.files.values()) for (const [k, e] of st.entries) all.set(k, e);
-    // Namespaces first so pods and policies land in labelled namespaces; deletes last.
-    const order: Entry["kind"][] = ["Namespace", "Pod", "NetworkPolicy"];
+    // Namespaces and nodes first so pods and policies land in labelled ones; deletes last.
+    const order: Entry["kind"][] = ["Namespace", "Node", "Pod", ...POLICY_KIND_NAMES];
     for (const kind of order) {
       for (const [k, e] of all) {
         if (e.kind !== kind || this.emitted.get(k)?.text === e.text) continue;
         if (e.kind === "Namespace") sink.upsertNamespace(e.obj);
+        else if (e.kind === "Node") sink.upsertNode(e.obj);
         else if (e.kind === "Pod") sink.upsertPod(e.obj);
-        else sink.upsertPolicy(e.obj);
+        else sink.upsertPolicy(e.obj.obj, e.obj.kind);
       }
     }
     for (const kind of [...order].reverse()) {
       for (const [k, e] of this.emitted) {
         if (e.kind !== kind || all.has(k)) continue;
         if (e.kind === "Namespace") sink.deleteNamespace(e.name);
+        else if (e.kind === "Node") sink.deleteNode(e.name);
         else if (e.kind === "Pod") sink.deletePod(e.namespace, e.name);
-        else sink.deletePolicy(e.namespace, e.name);
+        else sink.deletePolicy(e.namespace, e.name, e.kind);
       }
     }
     this.emitted = all;
