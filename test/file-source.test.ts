@@ -10,7 +10,7 @@ import type { V1NetworkPolicy } from "@kubernetes/client-node";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ClusterSink, ObjectKind } from "../src/agent/cluster-events.js";
 import { type FileRejection, FileSource } from "../src/agent/sources/file-source.js";
-import type { NamespaceInfo, PodInfo } from "../src/compiler/model.js";
+import type { NamespaceInfo, NodeInfo, PodInfo } from "../src/compiler/model.js";
 
 class Sink implements ClusterSink {
   policies = new Map<string, V1NetworkPolicy>();
@@ -25,7 +25,10 @@ class Sink implements ClusterSink {
   }
   upsertNamespace(_ns: NamespaceInfo): void {}
   deleteNamespace(_name: string): void {}
-  upsertPolicy(p: V1NetworkPolicy): void {
+  upsertNode(_node: NodeInfo): void {}
+  deleteNode(_name: string): void {}
+  upsertPolicy(raw: unknown): void {
+    const p = raw as V1NetworkPolicy;
     const key = JSON.stringify([p.metadata?.namespace ?? "default", p.metadata?.name]);
     this.log.push(`upsert ${key} ${JSON.stringify(p.spec)}`);
     this.policies.set(key, p);

@@ -33,8 +33,8 @@ export interface NfqueueVerdictsOptions {
 
 type Counters = { policies: [string, number][]; cacheHits: number; cacheMisses: number };
 
-/** Restart backoff of the verdict process: the first retry well within a second. */
-const RESTART_BACKOFF = { initialMs: 250, maxMs: 5000, jitter: 0.2 };
+/** Restart backoff of the verdict process: every retry within about a second. */
+const RESTART_BACKOFF = { initialMs: 200, maxMs: 1000, jitter: 0.2 };
 /** A process that stayed bound this long resets the backoff when it dies. */
 const STABLE_MS = 10_000;
 

@@ -9,8 +9,8 @@
  * May not: run iptables or change rules; it only deletes conntrack entries.
  */
 import { decide } from "../compiler/engine.js";
-import type { PolicyTable } from "../compiler/table.js";
 import { protoToolName } from "../compiler/model.js";
+import type { PolicyTable } from "../compiler/table.js";
 import { type CtFlow, deleteFlows, listFlows } from "../dataplane/conntrack.js";
 import { run } from "../dataplane/exec.js";
 import { BoundedRunner } from "./bounded-runner.js";

@@ -84,3 +84,82 @@ export async function tearDown(o: {
     }
   }
 }
+
+/** One sample of a Prometheus text exposition: the first series of `name` with these labels. */
+export function metricValue(
+  text: string,
+  name: string,
+  labels: Record<string, string> = {},
+): number | undefined {
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name) || (line[name.length] !== "{" && line[name.length] !== " ")) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    return Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return undefined;
+}
+
+export type LogLine = Record<string, unknown> & { msg?: string };
+
+/** The real agent process with its log lines and its HTTP endpoints, for the e2e suites. */
+export class AgentUnderTest {
+  readonly lines: LogLine[] = [];
+  readonly child: ChildProcess;
+  private readonly closed: Promise<void>;
+
+  constructor(
+    args: readonly string[],
+    readonly metricsAddr: string,
+  ) {
+    this.child = spawnAgent([...args, "--metrics-addr", metricsAddr], (l) => this.lines.push(l as LogLine));
+    this.closed = new Promise((resolve) => this.child.on("close", () => resolve()));
+  }
+
+  static async start(args: readonly string[], waitReady = true): Promise<AgentUnderTest> {
+    const a = new AgentUnderTest(args, `127.0.0.1:${await freePort()}`);
+    if (waitReady && !(await until(async () => (await a.get("/readyz")).status === 200 || !a.alive, 20_000)))
+      throw new Error(`agent not ready: ${a.tail()}`);
+    if (!a.alive) throw new Error(`agent exited: ${a.tail()}`);
+    return a;
+  }
+
+  get alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** GET an endpoint; status 0 when the agent does not answer within `timeoutMs`. */
+  async get(path: string, timeoutMs = 2000): Promise<{ status: number; body: string; ms: number }> {
+    const t0 = performance.now();
+    try {
+      const res = await fetch(`http://${this.metricsAddr}${path}`, {
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      return { status: res.status, body: await res.text(), ms: performance.now() - t0 };
+    } catch {
+      return { status: 0, body: "", ms: performance.now() - t0 };
+    }
+  }
+
+  async metric(name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+    return metricValue((await this.get("/metrics")).body, name, labels);
+  }
+
+  /** The first log line from `from` on that satisfies `pred`, waiting up to `ms`. */
+  async waitLog(pred: (l: LogLine) => boolean, ms = 5000, from = 0): Promise<LogLine | undefined> {
+    let found: LogLine | undefined;
+    await until(() => (found = this.lines.slice(from).find(pred)) !== undefined, ms, 20);
+    return found;
+  }
+
+  tail(n = 8): string {
+    return this.lines
+      .slice(-n)
+      .map((l) => JSON.stringify(l))
+      .join("\n");
+  }
+
+  async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    if (this.alive) this.child.kill(signal);
+    await this.closed;
+  }
+}

@@ -269,7 +269,13 @@ export class FileSource implements ClusterSource {
     for (const pod of set.pods)
       add({ kind: "Pod", namespace: pod.namespace, name: pod.name, obj: pod, text: JSON.stringify(pod) });
     for (const pol of set.policies)
-      add({ kind: pol.kind, namespace: pol.namespace, name: pol.name, obj: pol, text: JSON.stringify(pol.obj) });
+      add({
+        kind: pol.kind,
+        namespace: pol.namespace,
+        name: pol.name,
+        obj: pol,
+        text: JSON.stringify(pol.obj),
+      });
     this.clearRejections(prev?.rejections, rejections);
     return { readStamp: stamp, entries, rejections };
   }
