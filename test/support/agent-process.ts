@@ -117,10 +117,12 @@ export class AgentUnderTest {
 
   static async start(args: readonly string[], waitReady = true): Promise<AgentUnderTest> {
     const a = new AgentUnderTest(args, `127.0.0.1:${await freePort()}`);
-    if (waitReady && !(await until(async () => (await a.get("/readyz")).status === 200 || !a.alive, 20_000)))
-      throw new Error(`agent not ready: ${a.tail()}`);
-    if (!a.alive) throw new Error(`agent exited: ${a.tail()}`);
-    return a;
+    const ok =
+      !waitReady || (await until(async () => (await a.get("/readyz")).status === 200 || !a.alive, 20_000));
+    if (ok && a.alive) return a;
+    const why = a.alive ? "not ready" : "exited";
+    await a.kill("SIGKILL");
+    throw new Error(`agent ${why}: ${a.tail()}`);
   }
 
   get alive(): boolean {
