@@ -80,16 +80,20 @@ describe("folder source against bad input, with real packets", () => {
     const seen: boolean[] = [];
     let probing = true;
     const prober = (async () => {
-      while (probing) seen.push(...(await probeAll([DB_80], 60)));
+      while (probing) seen.push(...(await probeAll([DB_80], 40)));
     })();
+    const syncsBefore = a.lines.filter((l) => l.msg === "sync").length;
     writeFileSync(file, cut);
-    await sleep(200); // shorter than the settle time (300 ms), longer than a sync takes
+    await sleep(250); // shorter than the settle time (300 ms), longer than a sync takes
+    // Nothing was programmed from the cut file: no sync ran while it was on disk.
+    const syncsDuringCut = a.lines.filter((l) => l.msg === "sync").length - syncsBefore;
     writeFileSync(file, full);
     const enforced = await until(async () => (await probeAll([DB_8080], 200))[0], 5000, 50);
     await sleep(500);
     probing = false;
     await prober;
     expect(enforced, a.tail()).toBe(true);
+    expect(syncsDuringCut).toBe(0);
     expect(seen.length).toBeGreaterThan(5);
     expect(seen.filter((x) => x)).toEqual([]); // port 80 never opened, not even for a moment
     expect(await probeAll([DB_80, DB_8080, DB_5432])).toEqual([false, true, true]);
