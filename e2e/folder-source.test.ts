@@ -201,7 +201,7 @@ describe("folder source against bad input, with real packets", () => {
     expect((await a.get("/healthz")).status).toBe(200);
     expect(await probeAll([DB_80, DB_5432])).toEqual([false, true]); // none of its policies took effect
     const line = a.lines.find((l) => typeof l.err === "string" && (l.err as string).includes("80-huge.yaml"));
-    expect(line?.err).toMatch(/bytes is over the 4194304-byte limit/);
+    expect(line?.err).toMatch(/bytes is over the 1048576-byte limit/);
     await a.kill("SIGTERM");
   });
 

@@ -17,7 +17,7 @@ export function registerAgent(program: Command): void {
     .option("--source <dir>", "read and watch a folder of manifests instead of the API server")
     .option(
       "--source-max-file-bytes <n>",
-      "--source: reject larger manifest files unread (parsing one blocks the agent about a second per MB)",
+      "--source: reject larger manifest files unread (parsing blocks the agent for seconds per MB)",
       String(D.sourceMaxFileBytes),
     )
     .option("--lab <name>", "program a running `podwall lab` node instead of this host")

@@ -6,8 +6,8 @@
  * - A file is read only once it is stable: its size and mtime unchanged for `settleMs`, so a file
  *   caught mid-write (which may parse as a wider policy) is never enforced. Unchanged files are not
  *   read again.
- * - A file over `maxFileBytes` is rejected before it is read (parsing costs the event loop about a
- *   second per megabyte at this size), with an error naming the file, its size and the limit.
+ * - A file over `maxFileBytes` is rejected before it is read (parsing blocks the event loop for
+ *   seconds per megabyte), with an error naming the file, its size and the limit.
  * - A file that stops parsing (any error, thrown or reported) keeps its last good objects; a bad
  *   object keeps its last good version; both are reported through `rejected`, and through `cleared`
  *   once fixed or gone. The rest of the folder still flows, and watching never stops.
@@ -39,7 +39,7 @@ export interface FileSourceOptions {
   debounceMs?: number;
   /** A file must keep its size and mtime this long before it is read (default 300 ms). */
   settleMs?: number;
-  /** Larger files are rejected unread (default 4 MiB). */
+  /** Larger files are rejected unread (default 1 MiB: about 1,500 policies, seconds of parsing). */
   maxFileBytes?: number;
   /** Each file-level rejection (the metric); the sink hears it too, as a rejected object. */
   onFileRejected?: (file: string, reason: FileRejection, error: Error) => void;
@@ -48,7 +48,7 @@ export interface FileSourceOptions {
 }
 
 export const DEFAULT_SETTLE_MS = 300;
-export const DEFAULT_MAX_FILE_BYTES = 4 << 20;
+export const DEFAULT_MAX_FILE_BYTES = 1 << 20;
 
 type Entry = { namespace: string; name: string; text: string } & (
   | { kind: "Namespace"; obj: NamespaceInfo }
