@@ -94,6 +94,22 @@ describe("BoundedRunner", () => {
     expect(gaps[2]).toBeGreaterThanOrEqual(55);
   });
 
+  it("idle() waits for a run that was asked for and has not started yet", async () => {
+    let runs = 0;
+    const runner = new BoundedRunner({
+      delayMs: 30,
+      task: async () => {
+        runs++;
+      },
+    });
+    runner.request();
+    await runner.idle();
+    expect(runs).toBe(1);
+    runner.request();
+    await runner.stop(); // a requested run that never started does not hold stop() up
+    expect(runs).toBe(1);
+  });
+
   it("runNow waits for the run in progress, then runs at once", async () => {
     let runs = 0;
     const runner = new BoundedRunner({

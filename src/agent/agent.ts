@@ -1,9 +1,11 @@
 /**
  * agent: the per-node process: a cluster source feeding the reconciler, which programs the kernel;
- * the health/metrics server; the optional NFQUEUE verdict loop; clean shutdown.
+ * the health/metrics server and its liveness watchdog; the optional NFQUEUE verdict process
+ * (supervised); clean shutdown. docs/design/agent-lifecycle.md draws the wiring.
  *
  * Owns: wiring and lifecycle. Start-up adopts whatever PODWALL- state a previous run left (the
- * applier diffs against the kernel, never flushes first), so a restart opens no window. SIGTERM
+ * applier diffs against the kernel, never flushes first), so a restart opens no window. A start-up
+ * step that fails once /healthz is served is recorded as fatal there, not hidden. SIGTERM
  * stops the watches and leaves the kernel state in place (enforcement continues across restarts and
  * upgrades) unless --cleanup-on-exit asks for removal.
  * May not: contain policy logic.

@@ -29,6 +29,8 @@ export class BoundedRunner {
   private again = false;
   private stopped = false;
   private lastStart = Number.NEGATIVE_INFINITY;
+  /** idle() callers waiting for a requested run to start. */
+  private launchWaiters: (() => void)[] = [];
   /** Consecutive failed runs. */
   failures = 0;
 
@@ -60,9 +62,13 @@ export class BoundedRunner {
     await this.running;
   }
 
-  /** Resolves when no run is in progress. */
+  /** Resolves when no run is in progress or asked for (a requested run is waited for). */
   async idle(): Promise<void> {
-    while (this.running) await this.running;
+    for (;;) {
+      if (this.running) await this.running;
+      else if (this.timer) await new Promise<void>((resolve) => this.launchWaiters.push(resolve));
+      else return;
+    }
   }
 
   /** No more runs; waits for the one in progress. */
@@ -70,6 +76,7 @@ export class BoundedRunner {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    for (const w of this.launchWaiters.splice(0)) w();
     await this.idle();
   }
 
@@ -95,5 +102,6 @@ export class BoundedRunner {
         this.again = false;
         if (delay !== undefined) this.request(delay);
       });
+    for (const w of this.launchWaiters.splice(0)) w();
   }
 }

@@ -37,7 +37,6 @@ import { WATCHED_KINDS } from "./kube/kinds/index.js";
 import { KindStream, type KubeEventType } from "./kube/stream.js";
 
 export type KubeSourceLogger = KindLogger;
-export type { KubeEventType } from "./kube/stream.js";
 
 export interface KubeSourceOptions {
   /** Kubeconfig file; without it: in-cluster config when running in a pod, else default loading. */

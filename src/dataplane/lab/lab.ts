@@ -25,6 +25,7 @@ import {
 import { createNode, createPod, deleteNetns, destroyPod, listLabNetns } from "./topology.js";
 import type { LabPodSpec, LabPodState, LabState, ProbeRequest } from "./types.js";
 
+// lab.ts is the lab's public API (tests, the CLI, the demo import it): its shapes come along.
 export type { LabPodSpec, LabPodState, LabPortSpec, LabState, ProbeRequest } from "./types.js";
 
 /** How many pods are plumbed at once: enough to overlap process start-up, few enough for 2 vCPUs. */
