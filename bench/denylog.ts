@@ -12,7 +12,8 @@
  * A C helper (bench/support/netbench.c, compiled here) offers the flood (raw UDP, every packet a new
  * flow to the victim, paced) and times sequential TCP connects client -> server.
  * Arms, alternated in the same run: quiet (no flood), flood (the rules above), and flood with a plain
- * DROP for the victim (no hashlimit, no NFLOG): the flood's own cost, without the logging.
+ * DROP for the victim (no hashlimit, no NFLOG): the flood's own cost, without the logging. Once, in
+ * round 1: the flood with NFLOG but no limit, to show what the limit protects the reader from.
  * Reported: offered denied flows/s, records and lines/s, what the kernel limit dropped, the reader
  * process's CPU (cores) during the flood, allowed-connection p50/p99 per arm. syncP99MsFlood is null:
  * the agent does not run the reader yet (issue 11 integration).
@@ -70,16 +71,18 @@ const r3 = (x: number) => Math.round(x * 1000) / 1000;
 
 // ------------------------------------------------------------------ rules
 
-function rules(lab: LabState, victimLogged: boolean): string {
+type VictimRules = "logged" | "plain" | "unlimited";
+
+function rules(lab: LabState, victim: VictimRules): string {
   const ifOf = (key: string) => lab.pods.find((p) => p.key === key)!.hostIf;
-  const deny = (chain: string, id: string) => {
+  const deny = (chain: string, id: string, limited = true) => {
     const [limit, nflog] = denyLogRuleArgs(id, {
       group: GROUP,
       direction: "ingress",
       ratePerSec: KERNEL_RATE,
       burst: KERNEL_BURST,
     });
-    return [`-A ${chain} ${limit}`, `-A ${chain} ${nflog}`, `-A ${chain} -j DROP`];
+    return [...(limited ? [`-A ${chain} ${limit}`] : []), `-A ${chain} ${nflog}`, `-A ${chain} -j DROP`];
   };
   return [
     "*filter",
@@ -94,15 +97,17 @@ function rules(lab: LabState, victimLogged: boolean): string {
     `-A PODWALL-FORWARD -o ${ifOf("bench/server")} -j PODWALL-ING-SERVER`,
     `-A PODWALL-ING-SERVER -s ${CLIENT_IP}/32 -p tcp -m tcp --dport ${TCP_PORT} -j RETURN`,
     ...deny("PODWALL-ING-SERVER", "np/bench/server"),
-    ...(victimLogged ? deny("PODWALL-ING-VICTIM", "np/bench/victim") : ["-A PODWALL-ING-VICTIM -j DROP"]),
+    ...(victim === "plain"
+      ? ["-A PODWALL-ING-VICTIM -j DROP"]
+      : deny("PODWALL-ING-VICTIM", "np/bench/victim", victim === "logged")),
     ...denyLimitedChainRules("DROP").map((r) => `-A ${DENY_LIMITED_CHAIN} ${r}`),
     "COMMIT",
     "",
   ].join("\n");
 }
 
-async function program(lab: LabState, victimLogged: boolean): Promise<void> {
-  await run("iptables-restore", [], { netns: lab.nodeNetns, input: rules(lab, victimLogged) });
+async function program(lab: LabState, victim: VictimRules): Promise<void> {
+  await run("iptables-restore", [], { netns: lab.nodeNetns, input: rules(lab, victim) });
 }
 
 /** Packets that entered the victim's chain (the dispatch rule's counter). */
@@ -265,6 +270,7 @@ async function main(): Promise<void> {
   const quiet: number[] = [];
   const plain: number[] = [];
   const logged: FloodArm[] = [];
+  let unlimited: FloodArm | undefined;
   let failures = 0;
   let perConnectUs = 0;
   let n = 0;
@@ -285,7 +291,7 @@ async function main(): Promise<void> {
       server!.stdout!.once("data", () => resolve());
       server!.once("exit", (c) => reject(new Error(`bench server exited (${c})`)));
     });
-    await program(lab, true);
+    await program(lab, "logged");
     reader = new ReaderProcess();
     await reader.start(lab.nodeNetns);
 
@@ -306,14 +312,23 @@ async function main(): Promise<void> {
       log(
         `  round ${round + 1}: quiet p99 ${r1(pct(q.samples, 99))} us; flood ${Math.round(a.sent / a.secs)}/s: p99 ${r1(pct(a.samples, 99))} us, ${a.records} records, ${a.lines} lines, ${a.limited} limited by the kernel, reader CPU ${r3(a.cpuUs / 1e6 / a.secs)} cores`,
       );
-      await program(lab, false);
+      await program(lab, "plain");
       const p = await floodArm(lab, bin, reader, n);
       plain.push(...p.samples);
       failures += p.fail;
       log(
         `  round ${round + 1}: flood with a plain DROP: p99 ${r1(pct(p.samples, 99))} us, ${p.records} records`,
       );
-      await program(lab, true);
+      if (round === 0) {
+        // What the kernel limit protects from: every denied packet copied to the reader.
+        await program(lab, "unlimited");
+        unlimited = await floodArm(lab, bin, reader, n);
+        failures += unlimited.fail;
+        log(
+          `  round 1: flood with NFLOG and no limit: p99 ${r1(pct(unlimited.samples, 99))} us, ${unlimited.records} records, ${unlimited.seqLost} lost on the socket, reader CPU ${r3(unlimited.cpuUs / 1e6 / unlimited.secs)} cores`,
+        );
+      }
+      await program(lab, "logged");
     }
   } finally {
     await cleanup();
@@ -341,6 +356,15 @@ async function main(): Promise<void> {
     allowedP50UsQuiet: r1(pct(quiet, 50)),
     allowedP99UsFloodPlainDrop: r1(pct(plain, 99)),
     allowedP50UsFloodPlainDrop: r1(pct(plain, 50)),
+    // One run of the flood with NFLOG but without the kernel limit (round 1).
+    unlimited: unlimited && {
+      offeredPerSec: Math.round(unlimited.sent / unlimited.secs),
+      recordsPerSec: Math.round(unlimited.records / unlimited.secs),
+      lostPerSec: Math.round((unlimited.seqLost + unlimited.overflowDropped) / unlimited.secs),
+      linesPerSec: r1(unlimited.lines / unlimited.secs),
+      readerCpuCores: r3(unlimited.cpuUs / 1e6 / unlimited.secs),
+      allowedP99Us: r1(pct(unlimited.samples, 99)),
+    },
     targetDeniedPerSec: CFG.pps,
     connectsPerArm: n * CFG.rounds,
     connectFailures: failures,
@@ -385,6 +409,16 @@ async function main(): Promise<void> {
       `within ${GOALS.p99WithinPct}% ${ok(p99Pct <= GOALS.p99WithinPct)}`,
     ],
     ["sync p99 during the flood (ms)", "n/a (reader not in the agent yet)", "< 200"],
+    [
+      "without the kernel limit: records / lost on the socket /s",
+      `${out.unlimited?.recordsPerSec} / ${out.unlimited?.lostPerSec}`,
+      "",
+    ],
+    [
+      "without the kernel limit: reader CPU (cores), allowed p99 (us)",
+      `${out.unlimited?.readerCpuCores}, ${out.unlimited?.allowedP99Us}`,
+      "",
+    ],
   ];
   const w = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length)));
   const lines = rows.map((r) =>

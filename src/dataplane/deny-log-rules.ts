@@ -93,7 +93,8 @@ export function denyLogRuleArgs(id: string, o: DenyLogRuleOptions): [limit: stri
   const group = intIn("group", o.group, 0, 65535);
   const rate = intIn("rate per second", o.ratePerSec, 1, 100_000);
   const burst = intIn("burst", o.burst, 1, 100_000);
-  const size = intIn("copy bytes", o.copyBytes ?? 128, 40, 65535);
+  // At least an IPv6 header, a few extension-header bytes and the ports.
+  const size = intIn("copy bytes", o.copyBytes ?? 128, 64, 65535);
   const threshold = intIn("threshold", o.threshold ?? 16, 1, 1000);
   const max = intIn("hashlimit table size", o.htableMax ?? 16384, 16, 1 << 20);
   const chain = o.limitedChain ?? DENY_LIMITED_CHAIN;

@@ -60,6 +60,8 @@ export class NflogReader {
   private readonly ctl = new Int32Array(this.control);
   private exited?: Promise<number>;
   private stopping = false;
+  /** A failure after start was reported already: the worker's exit that follows is not news. */
+  private failed = false;
 
   constructor(private readonly opts: NflogReaderOptions) {
     if (!Number.isInteger(opts.group) || opts.group < 0 || opts.group > 65535)
@@ -113,7 +115,7 @@ export class NflogReader {
           break;
         case "error":
           if (readyHook) readyHook(new Error(m.message));
-          else o.onError?.(new Error(`NFLOG reader: ${m.message}`));
+          else this.fail(new Error(`NFLOG reader: ${m.message}`));
           break;
         case "stopped":
           break;
@@ -121,13 +123,13 @@ export class NflogReader {
     });
     worker.on("error", (e) => {
       if (readyHook) readyHook(e);
-      else o.onError?.(new Error(`NFLOG reader worker crashed: ${e.message}`));
+      else this.fail(new Error(`NFLOG reader worker crashed: ${e.message}`));
     });
     this.exited = new Promise((resolve) =>
       worker.once("exit", (code) => {
         this.worker = undefined;
         if (readyHook) readyHook(new Error(`NFLOG reader worker exited (${code}) before binding the group`));
-        else if (!this.stopping) o.onError?.(new Error(`NFLOG reader worker exited (${code})`));
+        else if (!this.stopping) this.fail(new Error(`NFLOG reader worker exited (${code})`));
         resolve(code);
       }),
     );
@@ -137,6 +139,12 @@ export class NflogReader {
       await this.stop();
       throw e;
     }
+  }
+
+  private fail(e: Error): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.opts.onError?.(e);
   }
 
   get running(): boolean {
