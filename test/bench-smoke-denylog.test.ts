@@ -26,7 +26,9 @@ describe("bench/denylog.ts --quick --json", () => {
     expect(o.readerLost).toBe(0);
     // Every flood packet that reached the deny chain was logged or counted as limited.
     // (Each rate is rounded on its own: up to 1.05 apart.)
-    expect(Math.abs(o.kernelLimitedPerSec + o.recordsPerSec - o.deniedEnteredPerSec)).toBeLessThanOrEqual(1.5);
+    expect(Math.abs(o.kernelLimitedPerSec + o.recordsPerSec - o.deniedEnteredPerSec)).toBeLessThanOrEqual(
+      1.5,
+    );
     expect(o.connectFailures).toBe(0);
   }, 150_000);
 });
