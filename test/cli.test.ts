@@ -134,14 +134,19 @@ describe("podwall explain", () => {
     expect(r.code).toBe(0);
     expect(r.out).toContain("DENIED");
     expect(r.out).toContain("isolated for egress by dev/dev-egress");
+    // The Admin tier decides shop's ingress from dev before any NetworkPolicy is consulted.
     expect(r.out).toContain(
-      "shop/db-from-backend ingress rule 0: dev/debug is not in pods {app=backend} in namespace shop",
+      "Admin tier (1 policy): denied by ClusterNetworkPolicy dev-stays-out-of-shop (Admin, priority 10), ingress rule 0 'no-dev'",
     );
+    const np = podwall("explain", "-f", DEMO, "--from", "shop/frontend", "--to", "shop/db", "--port", "5432");
+    expect(np.out).toContain(
+      "shop/db-from-backend ingress rule 0: shop/frontend is not in pods {app=backend} in namespace shop",
+    );
+    expect(np.out).toContain("shop/default-deny-ingress: no ingress rules (it only isolates)");
     expect(r.out).toContain(
       "dev/dev-egress egress rule 0: shop/db is not in ipBlock 10.244.1.0/27 except 10.244.1.12/32",
     );
     expect(r.out).toContain("dev/dev-egress egress rule 1: port 5432/TCP is not in 53/UDP");
-    expect(r.out).toContain("shop/default-deny-ingress: no ingress rules (it only isolates)");
     const j = JSON.parse(
       podwall("explain", "-f", DEMO, "--from", "dev/debug", "--to", "shop/db", "--port", "5432", "-o", "json")
         .out,

@@ -7,14 +7,13 @@
  * (the socket stays in the namespace it was created in; the thread switches back at once), and
  * single-entry deletes. May not: list or judge entries (conntrack.ts and the revoker do).
  */
-import { closeSync, openSync } from "node:fs";
 import * as koffi from "koffi";
 import { parseIP } from "../compiler/ip.js";
 import { loadLibrary } from "./native.js";
+import { openInNetns } from "./netns-thread.js";
 
 const LIB_NAME = "libnetfilter_conntrack.so.3";
 const NFNL_SUBSYS_CTNETLINK = 1;
-const CLONE_NEWNET = 0x40000000;
 const AF_INET = 2;
 const AF_INET6 = 10;
 const ENOENT = 2;
@@ -39,7 +38,6 @@ interface Lib {
   nfct_set_attr_u16(ct: number, attr: number, v: number): void;
   nfct_set_attr(ct: number, attr: number, v: Buffer): void;
   nfct_query(h: number, q: number, ct: number): number;
-  setns(fd: number, nstype: number): number;
 }
 
 let loaded: Lib | undefined;
@@ -54,7 +52,6 @@ export class NfctLibraryMissingError extends Error {
 function load(): Lib {
   if (loaded) return loaded;
   const ct = loadLibrary(LIB_NAME, (e) => new NfctLibraryMissingError(e));
-  const libc = koffi.load("libc.so.6");
   loaded = {
     nfct_open: ct.func("intptr_t nfct_open(uint8_t subsys, unsigned int subscriptions)"),
     nfct_close: ct.func("int nfct_close(intptr_t h)"),
@@ -64,7 +61,6 @@ function load(): Lib {
     nfct_set_attr_u16: ct.func("void nfct_set_attr_u16(intptr_t ct, int attr, uint16_t v)"),
     nfct_set_attr: ct.func("void nfct_set_attr(intptr_t ct, int attr, const void *v)"),
     nfct_query: ct.func("int nfct_query(intptr_t h, int q, intptr_t ct)"),
-    setns: libc.func("int setns(int fd, int nstype)"),
   };
   return loaded;
 }
@@ -106,27 +102,7 @@ export class ConntrackDeleter {
    */
   static open(netns?: string): ConntrackDeleter {
     const lib = load();
-    let h = 0;
-    if (!netns) {
-      h = lib.nfct_open(NFNL_SUBSYS_CTNETLINK, 0);
-    } else {
-      const home = openSync("/proc/thread-self/ns/net", "r");
-      const there = openSync(`/run/netns/${netns}`, "r");
-      try {
-        if (lib.setns(there, CLONE_NEWNET) !== 0)
-          throw new Error(`setns(${netns}) failed (errno ${koffi.errno()})`);
-        h = lib.nfct_open(NFNL_SUBSYS_CTNETLINK, 0); // a plain C call: nothing can throw in between
-        // Back at once. Failing here (we hold the fd, so it cannot) would leave this thread, and every
-        // process it spawns, in the other namespace: stop rather than program the wrong node.
-        if (lib.setns(home, CLONE_NEWNET) !== 0) {
-          process.stderr.write(`podwall: setns back failed (errno ${koffi.errno()}); exiting\n`);
-          process.exit(70);
-        }
-      } finally {
-        closeSync(there);
-        closeSync(home);
-      }
-    }
+    const h = openInNetns(netns, () => lib.nfct_open(NFNL_SUBSYS_CTNETLINK, 0));
     if (!h) throw new Error(`nfct_open failed (errno ${koffi.errno()}): needs CAP_NET_ADMIN`);
     return new ConntrackDeleter(lib, h);
   }

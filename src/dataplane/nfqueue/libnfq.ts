@@ -7,6 +7,7 @@
  */
 import * as koffi from "koffi";
 import { loadLibrary } from "../native.js";
+import { receive, type SocketCalls, socketCalls, tuneReceive } from "../netlink-socket.js";
 
 export const NF_DROP = 0;
 export const NF_ACCEPT = 1;
@@ -16,15 +17,6 @@ export const NFQA_CFG_F_GSO = 4;
 
 const AF_INET = 2;
 const AF_INET6 = 10;
-const SOL_SOCKET = 1;
-const SO_RCVBUF = 8;
-const SO_RCVTIMEO = 20; // struct timeval, 16 bytes on 64-bit Linux
-const SO_RCVBUFFORCE = 33; // root may exceed net.core.rmem_max; SO_RCVBUF is the fallback
-const SOL_NETLINK = 270;
-const NETLINK_NO_ENOBUFS = 5;
-const EINTR = 4;
-const EAGAIN = 11;
-const ENOBUFS = 105;
 
 const LIB_NAME = "libnetfilter_queue.so.1";
 
@@ -35,7 +27,7 @@ export class NfqLibraryMissingError extends Error {
   }
 }
 
-interface Lib {
+interface Lib extends SocketCalls {
   nfq_open(): number;
   nfq_close(h: number): number;
   nfq_bind_pf(h: number, pf: number): number;
@@ -49,8 +41,6 @@ interface Lib {
   nfq_get_msg_packet_hdr(nfad: number): number;
   nfq_get_payload(nfad: number, out: number[]): number;
   nfq_set_verdict(qh: number, id: number, verdict: number, len: number, buf: number): number;
-  recv(fd: number, buf: Buffer, len: number, flags: number): number;
-  setsockopt(fd: number, level: number, name: number, val: Buffer, len: number): number;
   sched_setaffinity(pid: number, size: number, mask: Buffer): number;
   callbackType: koffi.TypeObject;
 }
@@ -85,8 +75,7 @@ export function loadLibNfq(): Lib {
     nfq_set_verdict: f(
       "int nfq_set_verdict(intptr_t qh, uint32_t id, uint32_t verdict, uint32_t len, intptr_t buf)",
     ),
-    recv: libc.func("intptr_t recv(int fd, void *buf, size_t len, int flags)"),
-    setsockopt: libc.func("int setsockopt(int fd, int level, int name, const void *val, uint32_t len)"),
+    ...socketCalls(libc),
     sched_setaffinity: libc.func("int sched_setaffinity(int pid, size_t size, const void *mask)"),
     callbackType,
   };
@@ -180,21 +169,13 @@ export class NfqQueue {
       this.warnings.push(`nfq_set_queue_flags(${flags}) failed (errno ${koffi.errno()})`);
     }
     this.fd = lib.nfq_fd(this.h);
-    const size = int32(opts.rcvBufBytes ?? 8 << 20);
-    if (lib.setsockopt(this.fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4) < 0) {
-      if (lib.setsockopt(this.fd, SOL_SOCKET, SO_RCVBUF, size, 4) < 0) this.warnings.push("SO_RCVBUF failed");
-    }
-    // Without this a full socket buffer makes recv fail with ENOBUFS; the kernel's drop counters suffice.
-    if (lib.setsockopt(this.fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, int32(1), 4) < 0) {
-      this.warnings.push("NETLINK_NO_ENOBUFS failed");
-    }
-    const tv = Buffer.alloc(16);
-    const ms = opts.recvTimeoutMs ?? 100;
-    tv.writeBigInt64LE(BigInt(Math.floor(ms / 1000)), 0);
-    tv.writeBigInt64LE(BigInt((ms % 1000) * 1000), 8);
-    if (lib.setsockopt(this.fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16) < 0) {
-      throw new Error(`SO_RCVTIMEO failed (errno ${koffi.errno()}): the loop could not be stopped`);
-    }
+    // NETLINK_NO_ENOBUFS: a full socket buffer is not an error here; the kernel's drop counters suffice.
+    tuneReceive(
+      lib,
+      this.fd,
+      { rcvBufBytes: opts.rcvBufBytes ?? 8 << 20, recvTimeoutMs: opts.recvTimeoutMs ?? 100, noEnobufs: true },
+      this.warnings,
+    );
   }
 
   /**
@@ -202,15 +183,7 @@ export class NfqQueue {
    * Returns the byte count, or 0 on timeout/EINTR/ENOBUFS; throws on other errors.
    */
   recv(): number {
-    const n = this.lib.recv(this.fd, this.buf, this.buf.length, 0);
-    if (n > 0) return n;
-    const err = koffi.errno();
-    if (err === EAGAIN || err === EINTR) return 0;
-    if (err === ENOBUFS) {
-      this.enobufs++;
-      return 0;
-    }
-    throw new Error(`recv on nfqueue socket failed (errno ${err})`);
+    return receive(this.lib, this.fd, this.buf, "nfqueue", () => this.enobufs++);
   }
 
   /** Dispatch one received message; the packet handler runs synchronously inside. */
@@ -246,10 +219,4 @@ export class NfqQueue {
     if (this.cb) koffi.unregister(this.cb as bigint);
     this.cb = null;
   }
-}
-
-function int32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeInt32LE(v | 0, 0);
-  return b;
 }
