@@ -30,10 +30,11 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const LAB = `ns${process.pid.toString(36)}`.slice(0, 12);
 const QUEUE = 100;
 const QUEUES = defaultQueueThreads();
-const IP = { db: "10.244.1.12", dns: "10.244.1.40" };
+const IP = { db: "10.244.1.12", debug: "10.244.1.30" };
 const DENIED: ProbeRequest = { from: "shop/frontend", toIp: IP.db, port: 5432, protocol: "TCP" };
 const ALLOWED: ProbeRequest = { from: "shop/backend", toIp: IP.db, port: 5432, protocol: "TCP" };
-const OPEN: ProbeRequest = { from: "monitoring/prometheus", toIp: IP.dns, port: 80, protocol: "TCP" };
+/** Neither end governed by any policy: never queued. */
+const OPEN: ProbeRequest = { from: "monitoring/prometheus", toIp: IP.debug, port: 80, protocol: "TCP" };
 
 let lab: LabState | undefined;
 let src = "";
