@@ -1,11 +1,10 @@
 /**
  * The agent's timing mechanisms on real timers: the bounded runner (the reconciler's and the
- * revoker's), the deny-log token bucket, and the liveness watchdog with a real event-loop stall.
+ * revoker's) and the liveness watchdog with a real event-loop stall.
  */
 import { describe, expect, it } from "vitest";
 import { BoundedRunner } from "../src/agent/bounded-runner.js";
 import { Liveness } from "../src/agent/liveness.js";
-import { TokenBucket } from "../src/agent/token-bucket.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -124,18 +123,6 @@ describe("BoundedRunner", () => {
     await runner.runNow();
     expect(runs).toBe(2);
     await runner.stop();
-  });
-});
-
-describe("TokenBucket", () => {
-  it("allows a burst, then the rate", () => {
-    const b = new TokenBucket(5, 5, 0);
-    const burst = Array.from({ length: 8 }, () => b.take(0));
-    expect(burst.filter(Boolean)).toHaveLength(5);
-    expect(b.take(100)).toBe(false); // 0.5 token
-    expect(b.take(200)).toBe(true); // 1 token after 200 ms at 5/s
-    expect(b.take(10_000)).toBe(true);
-    expect(Array.from({ length: 10 }, () => b.take(10_000)).filter(Boolean)).toHaveLength(4); // capped at the burst
   });
 });
 

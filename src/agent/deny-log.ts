@@ -30,7 +30,8 @@ export interface DenyEntry {
   port: number;
   /** IP protocol number. */
   proto: number;
-  direction: "ingress" | "egress";
+  /** "unknown" when the caller could not tell which side denied. */
+  direction: "ingress" | "egress" | "unknown";
   policies: readonly string[];
   tier?: Tier;
   rule?: { index: number; name?: string };
@@ -47,7 +48,7 @@ export interface DenyLine {
   dstIP: string;
   port: number;
   protocol: string;
-  direction: "ingress" | "egress";
+  direction: "ingress" | "egress" | "unknown";
   policies: string[];
   tier?: Tier;
   rule?: { index: number; name?: string };

@@ -3,23 +3,23 @@
  *
  * Owns: starting the verdict loop (in the node's or the lab's netns), publishing a table snapshot
  * on every table change before the kernel rules move, deny logs (one JSON line per denied new
- * connection, rate-limited by the one token bucket, with a count of suppressed lines, naming both ends, the
+ * connection through deny-log.ts, whose one token bucket rate-limits them, naming both ends, the
  * direction that denied and the policies isolating that side), and the userspace metrics: verdict
  * time histogram, verdicts by result and protocol, per-policy counters, cache hits, queue depth and
  * kernel/userspace drops from /proc/net/netfilter/nfnetlink_queue.
  * May not: decide packets here: the worker does, from its snapshot.
  */
 import { decide } from "../compiler/engine.js";
-import { type Direction, PROTO_NAMES, type ProtoNum } from "../compiler/model.js";
+import type { Direction, ProtoNum } from "../compiler/model.js";
 import type { PolicyTable } from "../compiler/table.js";
 import { PolicyVerdictLoop } from "../dataplane/nfqueue/policy-loop.js";
 import type { DenyEvent } from "../dataplane/nfqueue/protocol.js";
 import { readAllQueueProcStats } from "../dataplane/nfqueue/queue.js";
 import { mergeStats, type NfqStats } from "../dataplane/nfqueue/stats.js";
 import { backoffDelay } from "./backoff.js";
+import { DenyLog } from "./deny-log.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
-import { TokenBucket } from "./token-bucket.js";
 
 export interface NfqueueVerdictsOptions {
   queueNum: number;
@@ -52,11 +52,15 @@ export class NfqueueVerdicts {
   /** Counters of verdict processes that have ended, so the exported totals never go back. */
   private carried: NfqStats | undefined;
   private last: NfqStats | undefined;
-  private readonly denyLogs: TokenBucket;
-  private suppressed = 0;
+  /** The one deny line and its one rate limit (shared with the NFLOG reader's lines). */
+  private readonly denyLog: DenyLog;
 
   constructor(private readonly opts: NfqueueVerdictsOptions) {
-    this.denyLogs = new TokenBucket(opts.denyLogPerSecond);
+    this.denyLog = new DenyLog({
+      log: opts.log,
+      ratePerSec: opts.denyLogPerSecond,
+      onSuppressed: () => opts.metrics.denyLogsSuppressed.inc(),
+    });
     this.registerHistogram();
     opts.metrics.nfqueueBound.set(0);
   }
@@ -158,35 +162,24 @@ export class NfqueueVerdicts {
   }
 
   private onDeny(e: DenyEvent): void {
-    if (!this.denyLogs.take()) {
-      this.suppressed++;
-      this.opts.metrics.denyLogsSuppressed.inc();
-      return;
-    }
-    const proto = PROTO_NAMES[e.proto] ?? String(e.proto);
     const v = this.table
       ? decide(this.table, { src: e.src, dst: e.dst, proto: e.proto as ProtoNum, port: e.dport })
       : undefined;
+    // "unknown": the worker's snapshot and the table disagree for a moment (a table change in flight).
     const side: Direction | "unknown" =
       v?.egress.result === "denied" ? "egress" : v?.ingress.result === "denied" ? "ingress" : "unknown";
-    const policies = side === "egress" ? v!.egress.policies : side === "ingress" ? v!.ingress.policies : [];
-    this.opts.log.info(
-      {
-        event: "deny",
-        src: v?.src ?? e.src,
-        srcIP: e.src,
-        srcPort: e.srcPort,
-        dst: v?.dst ?? e.dst,
-        dstIP: e.dst,
-        port: e.dport,
-        protocol: proto,
-        direction: side,
-        policies,
-        suppressedSinceLast: this.suppressed,
-      },
-      `denied ${v?.src ?? e.src} -> ${v?.dst ?? e.dst} ${e.dport}/${proto} by ${side} isolation (${policies.join(", ") || "no policy"})`,
-    );
-    this.suppressed = 0;
+    this.denyLog.write({
+      event: "deny",
+      src: v?.src,
+      srcIP: e.src,
+      srcPort: e.srcPort,
+      dst: v?.dst,
+      dstIP: e.dst,
+      port: e.dport,
+      proto: e.proto,
+      direction: side,
+      policies: side === "unknown" ? [] : v![side].policies,
+    });
   }
 
   private onCounters(d: Counters): void {
