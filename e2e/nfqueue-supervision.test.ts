@@ -5,8 +5,9 @@
  *   and a verdict process that is killed are both replaced within about a second, with a log line
  *   and a metric per restart;
  * - a second agent started while the first holds the queues binds once they are free;
- * - throughout, /readyz is never 200 while a queue has no program bound, and real probes show that a
- *   denied connection stays denied (fail-open: once the new process is bound; fail-closed: always).
+ * - throughout, /readyz is never 200 while a queue has had no program bound for longer than the agent
+ *   needs to notice (250 ms), and real probes show that a denied connection stays denied (fail-open:
+ *   once the new process is bound; fail-closed: always).
  * Runs as root; the lab (ns*), every agent and the folder go in afterAll, also on failure.
  */
 import { cpSync, mkdtempSync } from "node:fs";
@@ -69,9 +70,13 @@ async function boundPorts(): Promise<Map<number, number>> {
 
 const allBound = async () => (await boundPorts()).size === QUEUES;
 
+/** How long the agent may take to notice a verdict process is gone (it learns it from the exit). */
+const NOTICE_MS = 250;
+
 /**
  * Samples /readyz against the kernel's view until stopped: a 200 while a queue had no program bound
- * both just before and just after the request is a lie. Returns the lies and how many 503s it saw.
+ * both just before and just after the request, for longer than NOTICE_MS already, is a lie.
+ * Returns the lies and how many 503s it saw.
  */
 function watchReadiness(a: AgentUnderTest): {
   stop: () => Promise<{ lies: number; notReady: number; samples: number }>;
@@ -80,13 +85,17 @@ function watchReadiness(a: AgentUnderTest): {
   let lies = 0;
   let notReady = 0;
   let samples = 0;
+  let unboundSince: number | undefined;
   const loop = (async () => {
     while (on) {
       const before = await allBound();
+      if (before) unboundSince = undefined;
+      else unboundSince ??= performance.now();
       const r = await a.get("/readyz", 1000);
       const after = await allBound();
       samples++;
-      if (r.status === 200 && !before && !after) lies++;
+      const late = unboundSince !== undefined && performance.now() - unboundSince > NOTICE_MS;
+      if (r.status === 200 && !before && !after && late) lies++;
       if (r.status === 503) notReady++;
       await sleep(10);
     }

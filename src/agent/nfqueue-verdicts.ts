@@ -65,14 +65,14 @@ export class NfqueueVerdicts {
     opts.metrics.nfqueueBound.set(0);
   }
 
-  /** A verdict process is bound to every queue (the runner reports ready only then). */
+  /** A verdict process is bound to every queue (the runner reports ready only then) and still runs. */
   ready(): boolean {
-    return this.current !== undefined;
+    return this.current?.loop.running === true;
   }
 
   /** For /readyz: why not ready. */
   detail(): string {
-    if (this.current) return "nfqueue verdict process bound";
+    if (this.ready()) return "nfqueue verdict process bound";
     if (this.starting) return "nfqueue verdict process starting";
     return `nfqueue verdict process not bound${this.lastFailure ? ` (${this.lastFailure}); retrying` : ""}`;
   }

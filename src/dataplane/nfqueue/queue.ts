@@ -68,6 +68,15 @@ export class NfqueueVerdictLoop {
     return this.child?.pid;
   }
 
+  /**
+   * The runner is alive as far as this process knows: false from its exit on (the "exit" event comes
+   * before "close", which waits for its stderr), so a killed runner stops counting at once.
+   */
+  get running(): boolean {
+    const c = this.child;
+    return c !== undefined && c.exitCode === null && c.signalCode === null;
+  }
+
   /** Resolves once the queue is bound and the verdict loop runs; rejects with the runner's reason. */
   async start(): Promise<void> {
     if (this.child) throw new Error("NfqueueVerdictLoop already started");
