@@ -87,7 +87,8 @@ describe("deploy/crds", () => {
   it("hold exactly what scripts/gen-crds.ts writes", async () => {
     const { crds, crdFileText } = await import("../scripts/gen-crds.js");
     expect(crds.length).toBe(3);
-    for (const c of crds) expect(readFileSync(join(ROOT, "deploy/crds", c.file), "utf8")).toBe(crdFileText(c));
+    for (const c of crds)
+      expect(readFileSync(join(ROOT, "deploy/crds", c.file), "utf8")).toBe(crdFileText(c));
   });
 
   it("name kinds the ClusterRole lets the agent read", () => {
