@@ -127,6 +127,8 @@ describe("podwall against a real kube-apiserver and etcd", () => {
   }, 180_000);
 
   afterAll(async () => {
+    const secs = cp?.apiServerStartSeconds.map((s) => s.toFixed(1)).join(", ");
+    if (secs) console.log(`kube-apiserver ready after: ${secs} s (first start, then each restart)`);
     try {
       await tearDown({ processes: [agent], lab: LAB, dir: saDir || undefined });
     } finally {
@@ -343,6 +345,24 @@ describe("podwall against a real kube-apiserver and etcd", () => {
         await until(async () => (await metric('podwall_rejected_objects{kind="NetworkPolicy"}')) === 0, 5000),
       ).toBe(true);
       expect(agent!.exitCode).toBeNull();
+    });
+
+    // Known gap, reported: a NEW policy podwall rejects is left out entirely, so the pods it
+    // selects stay open although Kubernetes considers it valid. Remove `.fails` once fixed (either by
+    // reading such an except as the IPv4 block the server validated, or by isolating the pods a
+    // rejected policy selects).
+    it.fails("leaves no pod less protected when it rejects a new policy the server accepted", async () => {
+      const only192 = policy("y", "only-192", {
+        podSelector: {},
+        ingress: [{ from: [{ ipBlock: { cidr: "192.168.0.0/16", except: ["::ffff:192.168.1.0/120"] } }] }],
+      });
+      expect((await cp.create(only192)).status).toBe(201);
+      try {
+        // Kubernetes: every y pod is isolated and only 192.168.0.0/16 may connect.
+        expect(await until(async () => !(await reach("z/a", ["y", "a"])), 3000)).toBe(true);
+      } finally {
+        await cp.delete(only192);
+      }
     });
 
     it("keeps enforcing while the API server is down, reconnects when it is back, and resumes its watches", async () => {

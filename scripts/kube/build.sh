@@ -13,9 +13,11 @@
 #   gocache/                    Go's build cache (content-addressed, shared by every recipe)
 #   <key>/gopath/src/k8s.io/kubernetes   the prepared source tree
 #   <key>/bin/<component>       the binaries
-# <key> hashes this file plus the Go toolchain and reflect2 package versions: change any of them and
-# the next run builds afresh. Needs: dpkg-dev, golang-1.19-go, golang-github-modern-go-reflect2-dev
-# (scripts/setup.sh installs them) and, for the first build only, the Debian mirror the machine uses.
+# <key> hashes this file (comments aside) plus the Go toolchain and reflect2 package versions: change
+# any of them and the next run builds afresh. Builds use -trimpath, so Go's cache serves every key:
+# a new key recompiles only what its change touches.
+# Needs dpkg-dev, golang-1.19-go and golang-github-modern-go-reflect2-dev (scripts/setup.sh installs
+# them) and, for the first build only, the Debian mirror the machine uses.
 set -euo pipefail
 
 SRC_PKG=kubernetes
@@ -33,7 +35,9 @@ recipe_key() {
   local reflect2
   reflect2=$(dpkg-query -W -f='${Version}' golang-github-modern-go-reflect2-dev 2>/dev/null) ||
     die "golang-github-modern-go-reflect2-dev is not installed (scripts/setup.sh installs it)"
-  { cat "${BASH_SOURCE[0]}"; "$GOROOT_DIR/bin/go" version; echo "reflect2 $reflect2"; } | sha256sum | cut -c1-16
+  # Comment-only edits keep the key (and the binaries).
+  { grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "${BASH_SOURCE[0]}"; "$GOROOT_DIR/bin/go" version
+    echo "reflect2 $reflect2"; } | sha256sum | cut -c1-16
 }
 
 KEY=$(recipe_key)
@@ -46,20 +50,26 @@ fi
 COMPONENTS=("$@")
 ((${#COMPONENTS[@]})) || COMPONENTS=(kube-apiserver)
 
-missing=()
 for c in "${COMPONENTS[@]}"; do
   [[ $c =~ ^[a-z0-9-]+$ ]] || die "bad component name: $c"
-  [[ -x $BIN/$c ]] || missing+=("$c")
 done
+missing=()
+find_missing() {
+  missing=()
+  local c
+  for c in "${COMPONENTS[@]}"; do [[ -x $BIN/$c ]] || missing+=("$c"); done
+}
+find_missing
 if ((${#missing[@]} == 0)); then
   echo "$BIN"
   exit 0
 fi
 
 mkdir -p "$DIR" "$CACHE_ROOT/gocache"
-# One build per recipe at a time; a second caller waits, then finds the binaries built.
+# One build per recipe at a time; a caller that waited builds only what is still missing.
 exec 9>"$DIR/lock"
 flock 9
+find_missing
 
 export GO111MODULE=off GOPROXY=off GOFLAGS= CGO_ENABLED=0
 export GOPATH=$DIR/gopath GOCACHE=$CACHE_ROOT/gocache GOROOT=$GOROOT_DIR
@@ -94,6 +104,8 @@ fetch_source() {
     die "apt-get source $SRC_PKG=$SRC_VERSION failed"
   rm -rf "$K"
   mkdir -p "$(dirname "$K")"
+  # apt checked every file against the signed Sources index; dpkg-source's warning that it cannot
+  # check the .dsc's own signature (no debian-keyring here) is expected.
   dpkg-source -x "$dl"/${SRC_PKG}_*.dsc "$K" >&2
   rm -rf "$apt" "$dl"
 }
@@ -114,7 +126,7 @@ replace_reflect2() {
 # packages named by their vendor/ path), minus code-generator and sample-apiserver.
 generate_openapi() {
   log "building openapi-gen"
-  (cd "$K" && go build -o "$DIR/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen)
+  (cd "$K" && go build -trimpath -o "$DIR/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen)
   local dirs
   dirs=$(cd "$K" && find -H . \( -path './_*' -o -path './.*' -o -path ./vendor -o -path ./debian \) -prune \
     -o -type f -name '*.go' -print0 |
@@ -149,7 +161,7 @@ for c in "${missing[@]}"; do
   [[ -d $K/cmd/$c ]] || die "no cmd/$c in the $SRC_PKG source"
   log "building $c"
   start=$SECONDS
-  (cd "$K" && nice -n 10 go build -ldflags "$ldflags" -o "$BIN/.$c.tmp" "./cmd/$c")
+  (cd "$K" && nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$BIN/.$c.tmp" "./cmd/$c")
   mv "$BIN/.$c.tmp" "$BIN/$c"
   log "built $c in $((SECONDS - start)) s"
 done
