@@ -17,7 +17,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { notExpressible } from "../scripts/gen-crds.js";
 import { labPodsFor } from "../src/cli/lab.js";
+import { compilePolicyObject, FROM_API } from "../src/compiler/kinds/index.js";
 import { type LabState, labUp, probe } from "../src/dataplane/lab/lab.js";
 import { freePort, spawnInClusterAgent, tearDown, until } from "../test/support/agent-process.js";
 import { type KObj, KubeControlPlane } from "../test/support/kube-control-plane.js";
@@ -508,16 +510,51 @@ describe("podwall against a real kube-apiserver and etcd", () => {
       }
     });
 
-    it("accept valid objects", async () => {
+    it("accept valid objects, store them as written, and podwall compiles what they store", async () => {
       for (const o of validObjects()) {
-        const r = await cp.create(o, { dryRun: true });
+        const r = await cp.create(o);
         expect([o.metadata.name, r.status, r.body.message]).toEqual([o.metadata.name, 201, undefined]);
+        const stored = (await cp.get(o))!;
+        expect([o.metadata.name, missingFields(o.spec, stored.spec)]).toEqual([o.metadata.name, []]);
+        // As the agent will read it from a watch: server metadata, managedFields and all.
+        expect(() => compilePolicyObject(o.kind, stored, FROM_API)).not.toThrow();
+        await cp.delete(o);
       }
-      // Stored for real, a ClusterNetworkPolicy reads back as written.
-      const cnp = validObjects()[0];
-      expect((await cp.create(cnp)).status).toBe(201);
-      expect(missingFields(cnp.spec, (await cp.get(cnp))!.spec)).toEqual([]);
-      await cp.delete(cnp);
+    });
+
+    it("leave the rules that need CEL to podwall: the server stores them, podwall's compiler refuses them", async () => {
+      const base = { tier: "Admin", priority: 5, subject: { namespaces: {} } };
+      const from = [{ namespaces: {} }];
+      const celOnly = [
+        cnp("range-backwards", {
+          ...base,
+          ingress: [
+            {
+              action: "Deny",
+              from,
+              protocols: [{ tcp: { destinationPort: { range: { start: 90, end: 80 } } } }],
+            },
+          ],
+        }),
+        cnp("named-port-to-networks", {
+          ...base,
+          egress: [
+            {
+              action: "Deny",
+              to: [{ networks: ["10.0.0.0/8"] }],
+              protocols: [{ destinationNamedPort: "http" }],
+            },
+          ],
+        }),
+      ];
+      expect(celOnly.length).toBe(notExpressible.length);
+      for (const o of celOnly) {
+        expect([o.metadata.name, (await cp.create(o, { dryRun: true })).status]).toEqual([
+          o.metadata.name,
+          201,
+        ]);
+        expect(() => compilePolicyObject(o.kind, o, FROM_API)).toThrow(/range|named port/);
+      }
     });
 
     it.each(invalidCases())("reject $what", async ({ obj, field }) => {
