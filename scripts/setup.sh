@@ -6,8 +6,10 @@ export DEBIAN_FRONTEND=noninteractive
 # Every Debian package the agent, the lab, the tests and the benchmarks use; installed when missing.
 # (gcc and libc6-dev build the chained CNI plugin and a benchmark helper; util-linux has taskset,
 # unshare, setpriv and flock.)
-PKGS=(iptables ipset conntrack iproute2 libnetfilter-queue1 libnetfilter-conntrack3 python3 socat iperf3 netcat-openbsd procps
-  gcc libc6-dev util-linux mount)
+PKGS=(iptables ipset conntrack iproute2 libnetfilter-queue1 libnetfilter-conntrack3 libnetfilter-log1 python3 socat iperf3
+  netcat-openbsd procps gcc libc6-dev util-linux mount)
+# promtool checks and unit-tests the alert rules in deploy/; Debian ships it in the prometheus package.
+command -v promtool >/dev/null 2>&1 || PKGS+=(prometheus)
 # The real control plane of e2e/apiserver.test.ts: etcd, and what builds kube-apiserver from
 # Debian's kubernetes source (scripts/kube/build.sh); openssl makes its certificates.
 PKGS+=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev openssl)
