@@ -48,6 +48,14 @@ export function kubeBinDir(): string {
   return r.stdout.trim();
 }
 
+interface ApiResource {
+  kind: string;
+  name: string;
+  namespaced: boolean;
+}
+
+const apiBase = (gv: string) => (gv.includes("/") ? `/apis/${gv}` : `/api/${gv}`);
+
 /** `base` with every flag named in `override` replaced by the override's value, plus the new ones. */
 function withFlags(base: readonly string[], override: readonly string[]): string[] {
   const flag = (a: string) => a.split("=")[0];
@@ -108,7 +116,7 @@ export class KubeControlPlane {
   private readonly key: Buffer;
   private readonly etcd: Daemon;
   private readonly apiserver: Daemon;
-  private readonly discovery = new Map<string, { kind: string; name: string; namespaced: boolean }[]>();
+  private readonly discovery = new Map<string, ApiResource[]>();
   private readonly onExit = () => {
     for (const d of [this.apiserver, this.etcd]) if (d.running) d.child!.kill("SIGKILL");
   };
@@ -324,26 +332,34 @@ export class KubeControlPlane {
     });
   }
 
+  /** Whether the server serves this kind in this group/version (discovery). */
+  async serves(apiVersion: string, kind: string): Promise<boolean> {
+    return (await this.resourceOf(apiVersion, kind)) !== undefined;
+  }
+
   /** The REST path of an object (or of its collection without a name), found through discovery. */
   async pathOf(obj: KObj, withName = true): Promise<string> {
     const gv: string = obj.apiVersion;
-    const base = gv.includes("/") ? `/apis/${gv}` : `/api/${gv}`;
-    let list = this.discovery.get(gv);
-    if (!list?.some((r) => r.kind === obj.kind)) {
-      const r = await this.request("GET", base);
-      if (r.status !== 200) throw new Error(`discovery ${base}: HTTP ${r.status}`);
-      list = (r.body.resources as { kind: string; name: string; namespaced: boolean }[]).filter(
-        (x) => !x.name.includes("/"),
-      );
-      this.discovery.set(gv, list);
-    }
-    const res = list.find((r) => r.kind === obj.kind);
+    const res = await this.resourceOf(gv, obj.kind);
     if (!res) throw new Error(`the server has no kind ${obj.kind} in ${gv}`);
     const ns = obj.metadata?.namespace;
     if (res.namespaced && !ns)
       throw new Error(`${obj.kind} ${obj.metadata?.name}: metadata.namespace missing`);
-    const coll = `${base}${res.namespaced ? `/namespaces/${ns}` : ""}/${res.name}`;
+    const coll = `${apiBase(gv)}${res.namespaced ? `/namespaces/${ns}` : ""}/${res.name}`;
     return withName ? `${coll}/${obj.metadata.name}` : coll;
+  }
+
+  private async resourceOf(gv: string, kind: string): Promise<ApiResource | undefined> {
+    let list = this.discovery.get(gv);
+    // Asked again on a miss: a CRD installed since may have added the kind.
+    if (!list?.some((r) => r.kind === kind)) {
+      const r = await this.request("GET", apiBase(gv));
+      if (r.status === 404) return undefined;
+      if (r.status !== 200) throw new Error(`discovery ${apiBase(gv)}: HTTP ${r.status}`);
+      list = (r.body.resources as ApiResource[]).filter((x) => !x.name.includes("/"));
+      this.discovery.set(gv, list);
+    }
+    return list.find((r) => r.kind === kind);
   }
 
   /**
