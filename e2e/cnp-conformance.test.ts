@@ -98,7 +98,7 @@ const LAB_CASES: Record<Family, readonly string[]> = {
   ipv6: ["CNPAdminTierEgressInlineCIDRPeers"],
 };
 
-/** The upstream suite has this many PokeServer assertions (conformance/tests, 2026-07 snapshot). */
+/** PokeServer assertions in upstream conformance/tests at the transcribed commit (0eec1b0e, 2026-07-01). */
 const UPSTREAM_ASSERTIONS = 301;
 
 const CLI = join(import.meta.dirname, "..", "dist", "cli", "main.js");
