@@ -21,7 +21,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { emptyManifestSet, parseManifests } from "../src/agent/sources/manifests.js";
+import { emptyManifestSet, parseManifests, tableFromManifests } from "../src/agent/sources/manifests.js";
 import { programLab } from "../src/cli/lab.js";
 import { startUserspaceInNetns, type UserspaceHandle } from "../src/cli/userspace-lab.js";
 import type { ProtoNum } from "../src/compiler/model.js";
@@ -282,11 +282,7 @@ function benchTable(): PolicyTable {
     "bench.json",
     emptyManifestSet(),
   );
-  const t = new PolicyTable();
-  for (const n of set.namespaces) t.upsertNamespace(n);
-  for (const p of set.pods) t.upsertPod(p);
-  for (const p of set.policies) t.upsertPolicy(p);
-  return t;
+  return tableFromManifests(set);
 }
 
 // ------------------------------------------------------------------ (1) connect latency
