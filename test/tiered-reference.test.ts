@@ -188,6 +188,36 @@ describe("tiered reference: order of the tiers", () => {
     expect(allowed([egressAccept, ingressDeny], tcp("a/x", "a/y"))).toBe(true);
   });
 
+  it("the destination's own node may always reach it (ingress only): Node addresses, hostIPs, hostNetwork pods", () => {
+    const onN1 = pod("b", "w", ["10.0.1.2"], { app: "w" }, { nodeName: "n1" });
+    const onN2 = {
+      ...pod("b", "v", ["10.0.1.3"], { app: "v" }, { nodeName: "n2" }),
+      status: { phase: "Running", podIP: "10.0.1.3", hostIP: "10.0.8.2" },
+    };
+    // A NetworkPolicy that admits nothing into b (node addresses included), and no egress to n1.
+    const isolate = {
+      kind: "NetworkPolicy",
+      metadata: { namespace: "b", name: "none" },
+      spec: { podSelector: {} },
+    };
+    const noEgress = cnp("e", "Admin", 0, {
+      subject: { namespaces: all },
+      egress: [{ action: "Deny", to: [{ networks: ["10.0.9.1/32"] }] }],
+    });
+    const ref = new TieredReference([...base(), onN1, onN2, isolate, noEgress]);
+    expect(ref.decide(tcp("10.0.9.1", "b/w")).ingress).toEqual({
+      allowed: true,
+      tier: "none",
+      exempt: "node",
+      passedBy: [],
+    });
+    expect(ref.decide(tcp("host/h", "b/w")).allowed).toBe(true); // h is hostNetwork on n1, with n1's address
+    expect(ref.decide(tcp("10.0.8.2", "b/v")).allowed).toBe(true); // n2's address, known from v's hostIP
+    expect(ref.decide(tcp("10.0.8.2", "b/w")).allowed).toBe(false); // another node's
+    expect(ref.decide(tcp("10.0.9.1", "b/v")).allowed).toBe(false);
+    expect(ref.decide(tcp("b/w", "10.0.9.1")).allowed).toBe(false); // egress to the node is policed
+  });
+
   it("a pod's own traffic is never filtered", () => {
     const denyAll = cnp("d", "Admin", 0, {
       subject: { namespaces: all },
@@ -359,12 +389,24 @@ describe("tiered reference: AdminNetworkPolicy and BaselineAdminNetworkPolicy (v
       allowed([a(1, "Deny", [{ portRange: { start: 8000, end: 8079 } }])], tcp("a/x", "b/z", 8080)),
     ).toBe(true);
     expect(allowed([a(1, "Deny", [{ namedPort: "web" }])], tcp("a/x", "b/z", 8080))).toBe(false);
-    // Equal priority and name: the ClusterNetworkPolicy first.
+    // Equal priority and name: the AdminNetworkPolicy first, as podwall orders them.
     const same = cnp("p1", "Admin", 1, {
       subject: { namespaces: inNs("b") },
       ingress: [{ action: "Accept", from: [{ namespaces: all }] }],
     });
-    expect(allowed([a(1, "Deny"), same], tcp("a/x", "b/z"))).toBe(true);
+    expect(allowed([a(1, "Deny"), same], tcp("a/x", "b/z"))).toBe(false);
+    expect(
+      allowed(
+        [
+          a(1, "Allow"),
+          {
+            ...same,
+            spec: { ...(same.spec as Obj), ingress: [{ action: "Deny", from: [{ namespaces: all }] }] },
+          },
+        ],
+        tcp("a/x", "b/z"),
+      ),
+    ).toBe(true);
   });
 
   it("the BANP named default sits in the Baseline tier after every Baseline ClusterNetworkPolicy; others are ignored", () => {

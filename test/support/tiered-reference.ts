@@ -11,8 +11,8 @@
  * The decision, per direction (egress at the source pod, ingress at the destination pod; an end that
  * is no pod has nothing to evaluate):
  *  1. Admin tier: ClusterNetworkPolicies of tier Admin and AdminNetworkPolicies whose subject selects
- *     the pod, by priority (lower first), equal priorities by name, then ClusterNetworkPolicy before
- *     AdminNetworkPolicy. Within a policy, that direction's rules in written order. The first rule
+ *     the pod, by priority (lower first), equal priorities by name, then kind.
+ *     Within a policy, that direction's rules in written order. The first rule
  *     that matches decides: Accept (ANP: Allow) and Deny are final; Pass leaves the tier.
  *  2. NetworkPolicy tier: a pod some NetworkPolicy selects for the direction gets its final answer
  *     here: allowed when one of those policies' rules matches, else denied.
@@ -28,10 +28,13 @@
  * nothing here (no DNS). A peer with no field this code knows fails closed as the API says: an Accept
  * rule then matches nothing, a Deny or Pass rule becomes "deny all".
  *
- * Implementation-defined choices, as podwall makes them: hostNetwork pods and terminal (Succeeded,
- * Failed) pods are no pods for policy (never subjects, never `namespaces`/`pods` peers; their address
- * is a plain address); a pod talking to its own address is never filtered; equal priorities are
- * ordered by name.
+ * Implementation-defined choices, as podwall makes them (docs/design/policy-model.md): hostNetwork
+ * pods and terminal (Succeeded, Failed) pods are no pods for policy (never subjects, never
+ * `namespaces`/`pods` peers; their address is a plain address); a pod talking to its own address is
+ * never filtered; the destination pod's own node may always reach it (ingress only: an address is the
+ * node's when its Node object lists it, when a live pod on that node reports it as status.hostIP(s),
+ * or when a hostNetwork pod on that node has it); equal priorities are ordered by name, then kind
+ * (AdminNetworkPolicy before ClusterNetworkPolicy).
  */
 import { isIP } from "node:net";
 import { parseAllDocuments } from "yaml";
@@ -50,8 +53,13 @@ export type ReferenceTier = "admin" | "networkpolicy" | "baseline" | "default";
 
 export interface ReferenceSide {
   allowed: boolean;
-  /** The tier that answered; "none" when that end is no pod for policy, or for a pod's own traffic. */
+  /**
+   * The tier that answered; "none" when that end is no pod for policy, for a pod's own traffic, and
+   * when the node exemption allowed it.
+   */
   tier: ReferenceTier | "none";
+  /** The destination's own node reached it: allowed whatever policy says (ingress only). */
+  exempt?: "node";
   /** The deciding policy ("ClusterNetworkPolicy/x", "NetworkPolicy/ns/x", ...), when one rule decided. */
   policy?: string;
   /** Index of the deciding rule among that direction's rules, and its name when it has one. */
@@ -130,6 +138,12 @@ function sameAddr(a: string, b: Addr): boolean {
   return x !== undefined && x.v6 === b.v6 && x.n === b.n;
 }
 
+function podIPs(pod: Any): string[] {
+  return [...(pod.status?.podIPs ?? []).map((e: Any) => e.ip), pod.status?.podIP].filter(
+    (x): x is string => typeof x === "string",
+  );
+}
+
 // ---- selectors -----------------------------------------------------------------------------------
 
 /** LabelSelector: absent or empty selects everything; matchLabels and matchExpressions all hold. */
@@ -167,8 +181,8 @@ interface TierPolicy {
   v1alpha1: boolean;
 }
 
-/** Equal priority and name within a tier: ClusterNetworkPolicy first. */
-const KIND_RANK: Record<string, number> = { ClusterNetworkPolicy: 0, AdminNetworkPolicy: 1 };
+/** Equal priority and name within a tier: AdminNetworkPolicy first (podwall orders by kind after name). */
+const KIND_RANK: Record<string, number> = { AdminNetworkPolicy: 0, ClusterNetworkPolicy: 1 };
 
 /** The rule that decided within a tier. */
 interface RuleHit {
@@ -239,7 +253,9 @@ export class TieredReference {
     const none: ReferenceSide = { allowed: true, tier: "none", passedBy: [] };
     if (s.pod && s.pod === d.pod) return { allowed: true, src, dst, egress: none, ingress: none };
     const egress = s.pod ? this.side("egress", s.pod, d, d, flow) : none;
-    const ingress = d.pod ? this.side("ingress", d.pod, s, d, flow) : none;
+    let ingress = d.pod ? this.side("ingress", d.pod, s, d, flow) : none;
+    if (!ingress.allowed && this.isOwnNode(s.addr, d.pod.spec?.nodeName))
+      ingress = { allowed: true, tier: "none", exempt: "node", passedBy: [] };
     return { allowed: egress.allowed && ingress.allowed, src, dst, egress, ingress };
   }
 
@@ -264,6 +280,22 @@ export class TieredReference {
     throw new Error(`TieredReference: ${from} and ${to} share no address family`);
   }
 
+  /** Is `addr` an address of the node named `nodeName` (see the node exemption above)? */
+  private isOwnNode(addr: Addr, nodeName: unknown): boolean {
+    if (typeof nodeName !== "string" || nodeName === "") return false;
+    const listed = (list: unknown[]) => list.some((ip) => typeof ip === "string" && sameAddr(ip, addr));
+    const node = this.nodes.find((n) => n.metadata?.name === nodeName);
+    if (node && listed((node.status?.addresses ?? []).map((a: Any) => a.address))) return true;
+    return this.pods.some(
+      (p) =>
+        p.spec?.nodeName === nodeName &&
+        p.status?.phase !== "Succeeded" &&
+        p.status?.phase !== "Failed" &&
+        (listed([...(p.status?.hostIPs ?? []).map((e: Any) => e.ip), p.status?.hostIP]) ||
+          (p.spec?.hostNetwork === true && listed(podIPs(p)))),
+    );
+  }
+
   private podAt(ip: string): Any | undefined {
     const a = parseAddr(ip)!;
     const live = this.pods.filter(
@@ -271,9 +303,7 @@ export class TieredReference {
         p.spec?.hostNetwork !== true &&
         p.status?.phase !== "Succeeded" &&
         p.status?.phase !== "Failed" &&
-        [...(p.status?.podIPs ?? []).map((e: Any) => e.ip), p.status?.podIP]
-          .filter((x): x is string => typeof x === "string")
-          .some((x) => sameAddr(x, a)),
+        podIPs(p).some((x) => sameAddr(x, a)),
     );
     return live.find((p) => (p.status?.phase ?? "Running") === "Running") ?? live[0];
   }
