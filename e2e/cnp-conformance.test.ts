@@ -64,18 +64,6 @@ import {
 } from "./support/cnp-conformance.js";
 
 /**
- * THE SWITCH. Case groups (upstream features) that need ClusterNetworkPolicy support in podwall;
- * their cases are skipped, here and nowhere else. The lead removes this constant and the two
- * `skipIf(needsCnp(...))` below once podwall reads ClusterNetworkPolicy and Node objects.
- */
-const NEEDS_CNP_SUPPORT: readonly string[] = [
-  "ClusterNetworkPolicy",
-  "ClusterNetworkPolicyNamedPorts",
-  "ClusterNetworkPolicyEgressNodePeers",
-];
-const needsCnp = (k: Case) => k.features.some((f) => NEEDS_CNP_SUPPORT.includes(f));
-
-/**
  * The lab-mode subset. One `lab probe -f` builds, programs, probes and removes a lab node: 2-4 s
  * here, so all 64 object states of one family in both dataplanes would take 4-8 minutes. These 24
  * states per dataplane cover each tier and action: Admin Accept/Deny/Pass both ways on TCP, UDP and
@@ -222,7 +210,7 @@ describe("the transcribed suite", () => {
 
 describe.each(cluster.variants)("podwall simulate (%s)", (family) => {
   for (const k of cases) {
-    it.skipIf(needsCnp(k))(k.name, async () => {
+    it(k.name, async () => {
       const wrong: string[] = [];
       await eachLimited(stateGroups(cluster, k, family), 2, async (g) => {
         wrong.push(...mismatches(g, await simulate(g)));
@@ -237,15 +225,10 @@ describe.each(["iptables", "nfqueue"])("podwall lab probe --dataplane %s", (data
     for (const name of LAB_CASES[family]) {
       const k = cases.find((x) => x.name === name);
       if (!k) throw new Error(`LAB_CASES: no case ${name}`);
-      it.skipIf(needsCnp(k))(
-        `${name} (${family})`,
-        () => {
-          const wrong: string[] = [];
-          for (const g of stateGroups(cluster, k, family))
-            wrong.push(...mismatches(g, labProbe(g, dataplane)));
-          expect(wrong).toEqual([]);
-        },
-        120_000,
-      );
+      it(`${name} (${family})`, () => {
+        const wrong: string[] = [];
+        for (const g of stateGroups(cluster, k, family)) wrong.push(...mismatches(g, labProbe(g, dataplane)));
+        expect(wrong).toEqual([]);
+      }, 120_000);
     }
 });
