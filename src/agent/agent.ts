@@ -134,6 +134,7 @@ export class Agent {
       log: this.log,
       batchDelayMs: o.batchDelayMs,
       resyncIntervalMs: o.resyncSeconds * 1000,
+      failClosedOnRejected: !o.source,
       beforeApply: this.userspace ? (t) => this.userspace!.publish(t) : undefined,
       afterSync: this.revoker ? () => this.revoker!.request() : undefined,
     });
