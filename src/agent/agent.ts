@@ -121,7 +121,7 @@ export class Agent {
     this.reconciler = new Reconciler({
       table: this.table,
       applier: this.applier,
-      local: new RoutedLocalPods({ nodeName: o.nodeName, keys, netns }),
+      local: new RoutedLocalPods({ nodeName: o.nodeName, keys, netns, log: this.log, metrics: this.metrics }),
       render: {
         dataplane: o.dataplane,
         queueNum: o.queueNum,

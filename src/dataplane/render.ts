@@ -4,7 +4,8 @@
  *
  * Layout (filter table; every object is ours by its PODWALL- prefix):
  *   FORWARD -> PODWALL-FORWARD: ESTABLISHED,RELATED accepted, INVALID dropped, then dispatch on the
- *     pod's interface (routed veth: -i/-o; bridged pod: physdev-in for egress, -d podIP for ingress)
+ *     pod's interface (routed veth: -i/-o; bridged pod: physdev-in for egress, -d podIP for ingress;
+ *     a name iptables cannot match exactly, such as `pw+`, never reaches a rule: -s/-d podIP, ifname.ts)
  *     into per-pod chains PODWALL-EGR-<h>/PODWALL-ING-<h>, which RETURN when a rule allows and DROP
  *     otherwise, so same-node traffic passes the source's egress AND the destination's ingress.
  *   INPUT -> PODWALL-INPUT: pod -> node traffic is egress-policed (node IPs are reachable only via
@@ -24,6 +25,7 @@ import { createHash } from "node:crypto";
 import { type Family, parseIP } from "../compiler/ip.js";
 import { type ContainerPort, PROTO, PROTO_NAMES } from "../compiler/model.js";
 import type { PortSpec } from "../compiler/ports.js";
+import { interfaceArg, interfaceNameProblem } from "./ifname.js";
 import type {
   CompiledPeer,
   CompiledRule,
@@ -333,36 +335,39 @@ export function renderNode(
         if (eg.length) isolated.egress++;
       }
       const ips = pod.parsedIPs.filter((p) => p.family === r.family).map((p) => p.text);
+      const dispatch = interfaceMatch(lp);
       if (ips.length === 0) {
         // No address in this family: the pod can only spoof, so an isolated direction allows nothing.
         // One static chain keeps policy changes from rewriting this family at all.
         if (!r.chains.has(NOADDR_CHAIN))
           r.chains.set(NOADDR_CHAIN, [withComment("-j DROP", "isolated pod, no address in this family")]);
-        const m = lp.bridged ? `-m physdev --physdev-in ${lp.hostIf}` : `-i ${lp.hostIf}`;
+        // Without a name iptables matches exactly, nothing reaches the pod in this family anyway, and
+        // what it might spoof cannot be told apart: leave it.
+        if (!dispatch.named) continue;
         if (eg.length) {
-          fwd.push(withComment(`${m} -j ${NOADDR_CHAIN}`, `${pod.key} egress`));
-          input.push(withComment(`${m} -j ${NOADDR_CHAIN}`, `${pod.key} egress`));
+          fwd.push(withComment(`${dispatch.from} -j ${NOADDR_CHAIN}`, `${pod.key} egress`));
+          input.push(withComment(`${dispatch.from} -j ${NOADDR_CHAIN}`, `${pod.key} egress`));
         }
         if (ing.length && !lp.bridged)
-          fwd.push(withComment(`-o ${lp.hostIf} -j ${NOADDR_CHAIN}`, `${pod.key} ingress`));
+          fwd.push(withComment(`${dispatch.to} -j ${NOADDR_CHAIN}`, `${pod.key} ingress`));
         continue;
       }
       if (eg.length) {
         const chain = r.podChain(pod, "egress", eg);
         const what = `${pod.key} egress`;
-        if (lp.bridged) fwd.push(withComment(`-m physdev --physdev-in ${lp.hostIf} -j ${chain}`, what));
-        else fwd.push(withComment(`-i ${lp.hostIf} -j ${chain}`, what));
-        if (lp.bridged) input.push(withComment(`-m physdev --physdev-in ${lp.hostIf} -j ${chain}`, what));
-        else input.push(withComment(`-i ${lp.hostIf} -j ${chain}`, what));
+        // An interface iptables cannot name exactly: the pod's own source addresses instead.
+        const from = dispatch.named ? [dispatch.from] : ips.map((ip) => `-s ${ip}`);
+        for (const m of from) fwd.push(withComment(`${m} -j ${chain}`, what));
+        for (const m of from) input.push(withComment(`${m} -j ${chain}`, what));
         for (const ip of ips) output.push(withComment(`-s ${ip} -j ${chain}`, `${what} (IPVS-forwarded)`));
       }
       if (ing.length) {
         const chain = r.podChain(pod, "ingress", ing);
         const what = `${pod.key} ingress`;
-        if (lp.bridged) for (const ip of ips) fwd.push(withComment(`-d ${ip} -j ${chain}`, what));
-        else fwd.push(withComment(`-o ${lp.hostIf} -j ${chain}`, what));
-        const out = lp.bridged ? ips.map((ip) => `-d ${ip}`) : [`-o ${lp.hostIf}`];
-        for (const m of out) {
+        // Bridged pods, and pods whose interface iptables cannot name exactly, by destination address.
+        const to = lp.bridged || !dispatch.named ? ips.map((ip) => `-d ${ip}`) : [dispatch.to];
+        for (const m of to) fwd.push(withComment(`${m} -j ${chain}`, what));
+        for (const m of to) {
           output.push(
             withComment(
               `${m} -m addrtype --src-type LOCAL -j RETURN`,
@@ -378,6 +383,20 @@ export function renderNode(
     r.chains.set(TOP_CHAINS.OUTPUT, output);
   }
   return { v4: { chains: fams[0].chains }, v6: { chains: fams[1].chains }, sets, isolated };
+}
+
+/**
+ * How rules name a local pod's interface: `from` matches its packets coming in, `to` those going
+ * out to it (routed pods only). named=false when iptables cannot match the name exactly (ifname.ts).
+ */
+function interfaceMatch(lp: LocalPod): { named: boolean; from: string; to: string } {
+  if (interfaceNameProblem(lp.hostIf) !== undefined) return { named: false, from: "", to: "" };
+  const name = interfaceArg(lp.hostIf);
+  return {
+    named: true,
+    from: lp.bridged ? `-m physdev --physdev-in ${name}` : `-i ${name}`,
+    to: `-o ${name}`,
+  };
 }
 
 /** The jump rule we own in each built-in chain. */
