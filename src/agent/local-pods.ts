@@ -7,8 +7,8 @@
  * May not: program anything.
  */
 import type { PodRecord, PolicyTable } from "../compiler/table.js";
-import type { LocalPod } from "../dataplane/render.js";
 import { interfaceNameProblem } from "../dataplane/ifname.js";
+import type { LocalPod } from "../dataplane/render.js";
 import { podInterfaces } from "../dataplane/routes.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";

@@ -25,7 +25,6 @@ import { createHash } from "node:crypto";
 import { type Family, parseIP } from "../compiler/ip.js";
 import { type ContainerPort, PROTO, PROTO_NAMES } from "../compiler/model.js";
 import type { PortSpec } from "../compiler/ports.js";
-import { interfaceArg, interfaceNameProblem } from "./ifname.js";
 import type {
   CompiledPeer,
   CompiledRule,
@@ -34,6 +33,7 @@ import type {
   PolicyTable,
   SelectorEntry,
 } from "../compiler/table.js";
+import { interfaceArg, interfaceNameProblem } from "./ifname.js";
 
 export const PREFIX = "PODWALL-";
 export const TOP_CHAINS = {
