@@ -160,13 +160,17 @@ export class KernelApplier {
    */
   private async probeBackends(): Promise<{ backend: Backend; saves?: [string, string] }> {
     if (this.backend) return { backend: this.backend };
-    const save = async (b: Backend, fam: 4 | 6) =>
-      (
-        await run(`${fam === 4 ? "iptables" : "ip6tables"}-${b}-save`, [], {
-          netns: this.opts.netns,
-          allowFail: true,
-        })
-      ).stdout;
+    const save = async (b: Backend, fam: 4 | 6) => {
+      const cmd = `${fam === 4 ? "iptables" : "ip6tables"}-${b}-save`;
+      const r = await run(cmd, [], { netns: this.opts.netns, allowFail: true });
+      // Unreadable is not empty: a node whose legacy tables we cannot read may well use them.
+      // (A backend the kernel lacks fails otherwise, and counts as holding no rules.)
+      if (r.code !== 0 && /Permission denied/i.test(r.stderr))
+        throw new Error(
+          `${cmd}: ${r.stderr.trim().split("\n")[0]}: podwall needs CAP_NET_RAW as well as CAP_NET_ADMIN (the legacy tables and iptables' set match are reached through a raw socket)`,
+        );
+      return r.stdout;
+    };
     const [n4, n6, l4, l6] = await Promise.all([
       save("nft", 4),
       save("nft", 6),
