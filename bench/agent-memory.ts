@@ -2,8 +2,10 @@
  * bench/agent-memory: the agent's peak memory under a flood of pod events, to size the DaemonSet's
  * memory request and limit (deploy/kind/podwall.yaml). An API server double (the real list/watch
  * protocol over HTTP) holds 2k pods and 200 policies; `podwall agent --lab` programs a lab node
- * with 100 of them local. Then pod updates arrive at 10k/s for 20 s: label flips cluster-wide
- * (new label-set identities, selector re-evaluation) and on local pods (rules rewritten).
+ * with 100 of them local. Then 20 rounds of 10k pod updates, each round released to the watch at
+ * once, a second apart (or as soon as it is made, when the generator falls behind): label flips
+ * cluster-wide (new label-set identities, selector re-evaluation) and on local pods (rules
+ * rewritten). $PODWALL_AGENT_NODE runs the agent on another Node.js (see test/support).
  * Same-run baseline: the agent's RSS settled after its first sync, before the flood.
  * Measured: RSS sampled every 50 ms, and VmHWM (the kernel's exact RSS high-water mark) at the end.
  * Prints a table; with --json the last line is one JSON object. --quick: a small, short run.

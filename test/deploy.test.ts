@@ -81,13 +81,13 @@ describe("deploy/kind/podwall.yaml", () => {
     });
   });
 
-  it("sets a memory limit well above the measured peak (311 MiB under a 10k events/s flood at 2k pods)", () => {
+  it("sets a memory limit well above the measured peak (390 MiB on Node.js 24 under a pod-event flood)", () => {
     const mib = (q: string) => {
       const m = /^(\d+)(Mi|Gi)$/.exec(q)!;
       return Number(m[1]) * (m[2] === "Gi" ? 1024 : 1);
     };
     const { requests, limits } = c.resources;
-    expect(mib(limits.memory)).toBeGreaterThanOrEqual(311 * 1.5);
+    expect(mib(limits.memory)).toBeGreaterThanOrEqual(390 * 1.5);
     expect(mib(requests.memory)).toBeGreaterThanOrEqual(200);
     expect(mib(requests.memory)).toBeLessThanOrEqual(mib(limits.memory));
   });

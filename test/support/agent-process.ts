@@ -20,12 +20,16 @@ export interface KubeAgentOptions {
   onLine: (line: Record<string, unknown>) => void;
 }
 
-/** `podwall agent ARGS...` as a child process; its stderr (the JSON log) goes to `onLine`. */
+/**
+ * `podwall agent ARGS...` as a child process; its stderr (the JSON log) goes to `onLine`. The agent
+ * runs on this process's Node.js, or on $PODWALL_AGENT_NODE (to compare Node.js versions).
+ */
 export function spawnAgent(
   args: readonly string[],
   onLine: (line: Record<string, unknown>) => void,
 ): ChildProcess {
-  const child = spawn(process.execPath, [CLI, "agent", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  const node = process.env.PODWALL_AGENT_NODE || process.execPath;
+  const child = spawn(node, [CLI, "agent", ...args], { stdio: ["ignore", "ignore", "pipe"] });
   onJsonLines(child.stderr!, onLine);
   return child;
 }
