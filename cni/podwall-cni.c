@@ -206,9 +206,11 @@ static const char *env(const char *name) {
 /* Header values come from the runtime's environment; a line break would forge headers. */
 static int clean(const char *v) { return strpbrk(v, "\r\n") == NULL; }
 
+/* To the agent's socket. MSG_NOSIGNAL: an agent that hangs up must not kill us with SIGPIPE before
+ * we print an error. */
 static int write_all(int fd, const char *buf, size_t len) {
   while (len > 0) {
-    ssize_t n = write(fd, buf, len);
+    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
       return -1;
@@ -318,8 +320,10 @@ int main(void) {
     snprintf(detail, sizeof detail, "%s: %s", path, strerror(errno));
     return fail(11, "the podwall agent is not reachable on this node (is its DaemonSet pod running?)", detail);
   }
-  if (write_all(fd, head, (size_t)off) < 0 || write_all(fd, config, len) < 0)
+  if ((write_all(fd, head, (size_t)off) < 0 || write_all(fd, config, len) < 0) && errno != EPIPE &&
+      errno != ECONNRESET)
     return fail(11, "writing to the podwall agent failed", strerror(errno));
+  /* An agent that hung up may still have answered (an early refusal): read whatever it sent. */
 
   static char reply[MAX_REPLY + 1];
   size_t got = 0;

@@ -62,7 +62,7 @@ const CONF = {
 };
 
 /** One ADD, as a runtime makes it; asynchronous, so the fake agent in this process can answer. */
-function add(socket: string): Promise<{ code: number | null; out: string }> {
+function add(socket: string, conf: object = CONF): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(plugin, [], {
       env: {
@@ -80,7 +80,8 @@ function add(socket: string): Promise<{ code: number | null; out: string }> {
     });
     child.on("error", reject);
     child.on("close", (code) => resolve({ code, out }));
-    child.stdin.end(JSON.stringify(CONF));
+    child.stdin.on("error", () => {});
+    child.stdin.end(JSON.stringify(conf));
   });
 }
 
@@ -117,6 +118,20 @@ describe("podwall-cni on a malformed agent answer", () => {
       expect(r.code).toBe(1);
       const json = JSON.parse(r.out);
       expect(json).toMatchObject({ cniVersion: "1.0.0", code: 11, msg: expect.stringMatching(/^podwall: /) });
+    } finally {
+      server.close();
+    }
+  });
+
+  it("an agent that hangs up mid-request: a valid CNI error, not a death by SIGPIPE", async () => {
+    const { socket, server } = await fakeAgent(null);
+    try {
+      // Far more than a socket buffer holds: the write is still going when the agent hangs up.
+      const big = { ...CONF, padding: "x".repeat(900_000) };
+      for (let i = 0; i < 5; i++) {
+        const r = await add(socket, big);
+        expect([r.code, JSON.parse(r.out).code]).toEqual([1, 11]);
+      }
     } finally {
       server.close();
     }
