@@ -5,8 +5,10 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 # Every Debian package the agent, the lab, the tests and the benchmarks use; installed when missing.
 # (gcc and libc6-dev build the chained CNI plugin and a benchmark helper; util-linux has taskset.)
-PKGS=(iptables ipset conntrack iproute2 libnetfilter-queue1 libnetfilter-conntrack3 python3 socat iperf3 netcat-openbsd procps
-  gcc libc6-dev util-linux)
+PKGS=(iptables ipset conntrack iproute2 libnetfilter-queue1 libnetfilter-conntrack3 libnetfilter-log1 python3 socat iperf3
+  netcat-openbsd procps gcc libc6-dev util-linux)
+# promtool checks and unit-tests the alert rules in deploy/; Debian ships it in the prometheus package.
+command -v promtool >/dev/null 2>&1 || PKGS+=(prometheus)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -72,10 +72,21 @@ describe("podwall simulate", () => {
       JSON.stringify({
         kind: "List",
         items: [
-          { kind: "Pod", metadata: { name: "a", namespace: "q" }, status: { podIP: "10.0.0.1" } },
-          { kind: "Pod", metadata: { name: "b", namespace: "r" }, status: { podIP: "10.0.0.2" } },
-          { kind: "Service", metadata: { name: "s" } },
           {
+            apiVersion: "v1",
+            kind: "Pod",
+            metadata: { name: "a", namespace: "q" },
+            status: { podIP: "10.0.0.1" },
+          },
+          {
+            apiVersion: "v1",
+            kind: "Pod",
+            metadata: { name: "b", namespace: "r" },
+            status: { podIP: "10.0.0.2" },
+          },
+          { apiVersion: "v1", kind: "Service", metadata: { name: "s" } },
+          {
+            apiVersion: "networking.k8s.io/v1",
             kind: "NetworkPolicy",
             metadata: { name: "p", namespace: "q" },
             spec: {
@@ -123,14 +134,19 @@ describe("podwall explain", () => {
     expect(r.code).toBe(0);
     expect(r.out).toContain("DENIED");
     expect(r.out).toContain("isolated for egress by dev/dev-egress");
+    // The Admin tier decides shop's ingress from dev before any NetworkPolicy is consulted.
     expect(r.out).toContain(
-      "shop/db-from-backend ingress rule 0: dev/debug is not in pods {app=backend} in namespace shop",
+      "Admin tier (1 policy): denied by ClusterNetworkPolicy dev-stays-out-of-shop (Admin, priority 10), ingress rule 0 'no-dev'",
     );
+    const np = podwall("explain", "-f", DEMO, "--from", "shop/frontend", "--to", "shop/db", "--port", "5432");
+    expect(np.out).toContain(
+      "shop/db-from-backend ingress rule 0: shop/frontend is not in pods {app=backend} in namespace shop",
+    );
+    expect(np.out).toContain("shop/default-deny-ingress: no ingress rules (it only isolates)");
     expect(r.out).toContain(
       "dev/dev-egress egress rule 0: shop/db is not in ipBlock 10.244.1.0/27 except 10.244.1.12/32",
     );
     expect(r.out).toContain("dev/dev-egress egress rule 1: port 5432/TCP is not in 53/UDP");
-    expect(r.out).toContain("shop/default-deny-ingress: no ingress rules (it only isolates)");
     const j = JSON.parse(
       podwall("explain", "-f", DEMO, "--from", "dev/debug", "--to", "shop/db", "--port", "5432", "-o", "json")
         .out,
@@ -143,17 +159,17 @@ describe("bad input: exit 2, one clear line, no stack trace", () => {
   const cases: [string, string, RegExp][] = [
     [
       "invalid CIDR",
-      `${POD("x", "a", "10.0.0.1")}---\nkind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: 10.0.0.0/33 } }] }] }\n`,
+      `${POD("x", "a", "10.0.0.1")}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: 10.0.0.0/33 } }] }] }\n`,
       /m\.yaml:\d+: NetworkPolicy x\/p: spec\.ingress\[0\]\.from\[0\]\.ipBlock\.cidr: invalid CIDR "10\.0\.0\.0\/33"/,
     ],
     [
       "unknown protocol",
-      `kind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: {}, ingress: [{ ports: [{ port: 80, protocol: ICMP }] }] }\n`,
+      `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: {}, ingress: [{ ports: [{ port: 80, protocol: ICMP }] }] }\n`,
       /spec\.ingress\[0\]\.ports\[0\]\.protocol: unknown protocol "ICMP"/,
     ],
     [
       "unknown selector operator",
-      `kind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: { matchExpressions: [{ key: a, operator: Equals, values: [b] }] } }\n`,
+      `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: { name: p, namespace: x }\nspec: { podSelector: { matchExpressions: [{ key: a, operator: Equals, values: [b] }] } }\n`,
       /spec\.podSelector\.matchExpressions\[0\]\.operator: unknown operator "Equals"/,
     ],
     [

@@ -13,7 +13,7 @@ import type { V1NetworkPolicy } from "@kubernetes/client-node";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ClusterSink, ObjectKind } from "../src/agent/cluster-events.js";
 import { KubeSource, ListReader } from "../src/agent/sources/kube-source.js";
-import type { NamespaceInfo, PodInfo } from "../src/compiler/model.js";
+import type { NamespaceInfo, NodeInfo, PodInfo } from "../src/compiler/model.js";
 import { ApiServerDouble, type KObj } from "./support/apiserver-double.js";
 
 // ------------------------------------------------------------------ helpers
@@ -45,7 +45,14 @@ class RecordingSink implements ClusterSink {
     this.log.push(`delete Namespace ${name}`);
     this.namespaces.delete(name);
   }
-  upsertPolicy(policy: V1NetworkPolicy): void {
+  upsertNode(node: NodeInfo): void {
+    this.log.push(`upsert Node ${node.name}`);
+  }
+  deleteNode(name: string): void {
+    this.log.push(`delete Node ${name}`);
+  }
+  upsertPolicy(raw: unknown): void {
+    const policy = raw as V1NetworkPolicy;
     const k = `${policy.metadata?.namespace}/${policy.metadata?.name}`;
     this.log.push(`upsert NetworkPolicy ${k}`);
     this.policies.set(k, policy);
@@ -856,7 +863,7 @@ describe("KubeSource memory", () => {
       let synced = false;
       const sink = {
         upsertPod: (p) => pods.set(p.namespace + "/" + p.name, p), deletePod() {}, upsertNamespace() {},
-        deleteNamespace() {}, upsertPolicy() {}, deletePolicy() {}, rejected() {}, synced: () => { synced = true; },
+        deleteNamespace() {}, upsertNode() {}, deleteNode() {}, upsertPolicy() {}, deletePolicy() {}, rejected() {}, synced: () => { synced = true; },
       };
       global.gc(); const before = process.memoryUsage();
       const src = new KubeSource({ kubeconfigPath: ${JSON.stringify(api.kubeconfigFile())}, nodeName: "node-1" });

@@ -5,6 +5,7 @@
 import { emptyManifestSet, type ManifestSet, parseManifests } from "../../src/agent/sources/manifests.js";
 import { labLocalPods, labPodsFor, probeMatrix } from "../../src/cli/lab.js";
 import { startUserspaceInNetns, type UserspaceHandle } from "../../src/cli/userspace-lab.js";
+import { compilePolicyObject, FROM_MANIFEST, isPolicyKind } from "../../src/compiler/kinds/index.js";
 import { computeMatrix, declaredPorts, type Matrix, type PortProto } from "../../src/compiler/matrix.js";
 import { namespaceFromK8s, podFromK8s } from "../../src/compiler/normalize.js";
 import { PolicyTable } from "../../src/compiler/table.js";
@@ -89,13 +90,15 @@ export class LabHarness {
     );
   }
 
+  /** Make the table hold exactly these policy objects (of any kind), as a source's events would. */
   setPolicies(objs: Obj[]): void {
-    const want = new Map(
-      objs.map((o) => [`${(o.metadata as Obj).namespace}/${(o.metadata as Obj).name}`, o]),
-    );
-    for (const p of [...this.table.allPolicies()])
-      if (!want.has(p.key)) this.table.deletePolicy(p.spec.namespace, p.spec.name);
-    for (const o of want.values()) this.table.upsertPolicy(o);
+    const specs = objs.map((o) => {
+      const kind = isPolicyKind(o.kind) ? o.kind : "NetworkPolicy";
+      return { kind, spec: compilePolicyObject(kind, o, FROM_MANIFEST) };
+    });
+    const want = new Set(specs.map((s) => s.spec.key));
+    for (const p of [...this.table.allPolicies()]) if (!want.has(p.key)) this.table.deletePolicyKey(p.key);
+    for (const s of specs) this.table.upsertPolicySpec(s.spec);
   }
 
   relabelPod(obj: Obj): void {

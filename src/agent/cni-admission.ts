@@ -12,9 +12,9 @@
  * the pod's rules; on timeout the ADD fails and the kubelet retries the sandbox.
  */
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
-import type { V1NetworkPolicy } from "@kubernetes/client-node";
 import { canonicalIP } from "../compiler/ip.js";
-import type { NamespaceInfo, PodInfo } from "../compiler/model.js";
+import type { NamespaceInfo, NodeInfo, PodInfo } from "../compiler/model.js";
+import type { PolicyKind } from "../compiler/rule-model.js";
 import type { ClusterSink, ObjectKind } from "./cluster-events.js";
 import type { Logger } from "./log.js";
 import type { Reconciler } from "./reconciler.js";
@@ -155,11 +155,17 @@ export class CniAdmission implements ClusterSink {
   deleteNamespace(name: string): void {
     this.o.reconciler.deleteNamespace(name);
   }
-  upsertPolicy(policy: V1NetworkPolicy): void {
-    this.o.reconciler.upsertPolicy(policy);
+  upsertNode(node: NodeInfo): void {
+    this.o.reconciler.upsertNode(node);
   }
-  deletePolicy(namespace: string, name: string): void {
-    this.o.reconciler.deletePolicy(namespace, name);
+  deleteNode(name: string): void {
+    this.o.reconciler.deleteNode(name);
+  }
+  upsertPolicy(policy: unknown, kind?: PolicyKind): void {
+    this.o.reconciler.upsertPolicy(policy, kind);
+  }
+  deletePolicy(namespace: string, name: string, kind?: PolicyKind): void {
+    this.o.reconciler.deletePolicy(namespace, name, kind);
   }
   rejected(kind: ObjectKind, key: string, error: Error): void {
     this.o.reconciler.rejected(kind, key, error);
@@ -249,8 +255,7 @@ export class CniAdmission implements ClusterSink {
         throw new CniError(11, `pod ${key}: no successful sync within ${this.o.waitMs} ms`);
       const now = r.table.pod(key);
       const id = now?.identity;
-      const isolated =
-        !!id && (r.table.isolating(id, "ingress").length > 0 || r.table.isolating(id, "egress").length > 0);
+      const isolated = !!id && (!r.table.plan(id, "ingress").empty || !r.table.plan(id, "egress").empty);
       if (!isolated || r.lastLocal.has(key)) break;
       // Isolated but not programmed: its interface was not found yet (route not there). Try again.
       if (left() <= 0)

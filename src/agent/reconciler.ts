@@ -10,9 +10,10 @@
  * a rejected object is logged and counted, and its last good version stays in force.
  * May not: talk to Kubernetes (sources do) or build kernel text (the renderer does).
  */
-import type { V1NetworkPolicy } from "@kubernetes/client-node";
 import { InputError } from "../compiler/errors.js";
-import type { NamespaceInfo, PodInfo } from "../compiler/model.js";
+import { FROM_API, isPolicyKind } from "../compiler/kinds/index.js";
+import type { NamespaceInfo, NodeInfo, PodInfo } from "../compiler/model.js";
+import { type PolicyKind, policyDisplay, policyKey } from "../compiler/rule-model.js";
 import type { PolicyTable } from "../compiler/table.js";
 import type { ApplyStats, KernelApplier } from "../dataplane/apply.js";
 import { type LocalPod, type RenderOptions, renderNode } from "../dataplane/render.js";
@@ -107,24 +108,43 @@ export class Reconciler implements ClusterSink {
     this.event("Namespace", "delete", this.o.table.deleteNamespace(name));
   }
 
-  upsertPolicy(policy: V1NetworkPolicy): void {
-    const key = `${policy.metadata?.namespace ?? "default"}/${policy.metadata?.name ?? ""}`;
+  upsertNode(node: NodeInfo): void {
+    const existed = this.o.table.nodeIndex.node(node.name) !== undefined;
+    this.event("Node", existed ? "update" : "add", this.o.table.upsertNode(node));
+  }
+
+  deleteNode(name: string): void {
+    this.event("Node", "delete", this.o.table.deleteNode(name));
+  }
+
+  upsertPolicy(policy: unknown, kind: PolicyKind = "NetworkPolicy"): void {
+    const meta = (policy as { metadata?: { namespace?: unknown; name?: unknown } } | null)?.metadata;
+    const name = typeof meta?.name === "string" ? meta.name : "";
+    const namespace =
+      kind !== "NetworkPolicy"
+        ? ""
+        : typeof meta?.namespace === "string" && meta.namespace
+          ? meta.namespace
+          : "default";
+    const key = policyKey(kind, namespace, name);
     const type = this.o.table.policy(key) ? "update" : "add";
     let changed: boolean;
     try {
-      changed = this.o.table.upsertPolicy(policy);
+      changed = this.o.table.upsertPolicy(policy, FROM_API, kind);
     } catch (e) {
-      this.o.metrics.eventsReceived.inc({ kind: "NetworkPolicy", type });
-      this.rejected("NetworkPolicy", key, e as Error);
+      this.o.metrics.eventsReceived.inc({ kind, type });
+      this.rejected(kind, namespace ? `${namespace}/${name}` : name, e as Error);
       return;
     }
-    this.clearRejected("NetworkPolicy", key);
-    this.event("NetworkPolicy", type, changed);
+    this.clearRejected(kind, namespace ? `${namespace}/${name}` : name);
+    for (const n of this.o.table.policy(key)?.spec.notEnforced ?? [])
+      this.o.log.warn({ kind, object: key }, `${kind} ${policyDisplay(key)} is not fully enforced: ${n}`);
+    this.event(kind, type, changed);
   }
 
-  deletePolicy(namespace: string, name: string): void {
-    this.clearRejected("NetworkPolicy", `${namespace}/${name}`);
-    this.event("NetworkPolicy", "delete", this.o.table.deletePolicy(namespace, name));
+  deletePolicy(namespace: string, name: string, kind: PolicyKind = "NetworkPolicy"): void {
+    this.clearRejected(kind, namespace ? `${namespace}/${name}` : name);
+    this.event(kind, "delete", this.o.table.deletePolicy(namespace, name, kind));
   }
 
   rejected(kind: ObjectKind, key: string, error: Error): void {
@@ -133,8 +153,14 @@ export class Reconciler implements ClusterSink {
     if (!set) this.rejectedKeys.set(kind, (set = new Set()));
     set.add(key);
     this.o.metrics.rejectedCurrent.set({ kind }, set.size);
-    const kept =
-      kind === "NetworkPolicy" && this.o.table.policy(key) ? "; its last good version stays in force" : "";
+    const tableKey = isPolicyKind(kind)
+      ? policyKey(
+          kind,
+          key.includes("/") ? key.split("/")[0] : "",
+          key.includes("/") ? key.split("/")[1] : key,
+        )
+      : "";
+    const kept = tableKey && this.o.table.policy(tableKey) ? "; its last good version stays in force" : "";
     this.o.log.warn(
       { kind, object: key, field: error instanceof InputError ? error.field : undefined, err: error.message },
       `rejected ${kind} ${key}: ${error.message}${kept}`,

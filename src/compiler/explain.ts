@@ -1,86 +1,187 @@
 /**
  * explain: a verdict in words, for `podwall explain` and the deny logs.
  *
- * Owns: naming, per direction, which policies isolate each side and which rule (policy, rule index,
- * peer, ports) allows the flow, or why none does.
- * May not: decide anything itself: it narrates the engine's verdict over the same table.
+ * Owns: narrating, per direction, the walk through the tiers the engine made: which admin rule
+ * decided or passed, whether NetworkPolicies isolate the pod and which rule allows the flow (or why
+ * none does), the baseline tier, the default; and saying when equal priorities made the choice.
+ * May not: decide anything itself: it replays the engine's own tier matching over the same table.
  */
-import { type DirectionVerdict, decide, peerIndex, type Verdict } from "./engine.js";
-import { type Flow, PROTO_NAMES } from "./model.js";
-import { describePeer } from "./policy.js";
-import { describePort, portsMatch } from "./ports.js";
-import type { PodRecord, PolicyTable } from "./table.js";
+import {
+  type DecisionSource,
+  type DirectionVerdict,
+  decide,
+  type EndpointView,
+  type PlanView,
+  type PolicyView,
+  peerIndex,
+  tierMatch,
+  type Verdict,
+} from "./engine.js";
+import { type Direction, type Flow, PROTO_NAMES } from "./model.js";
+import { portsMatch } from "./ports.js";
+import {
+  describePeer,
+  describePolicy,
+  describePorts,
+  kindOfKey,
+  type RuleSpec,
+  tierName,
+} from "./rule-model.js";
+import type { PolicyTable } from "./table.js";
 
-/** Why each rule of the isolating policies fails this flow: the port, the peer, or both. */
-function ruleMisses(
-  table: PolicyTable,
-  dir: "ingress" | "egress",
-  flow: Flow,
-  v: DirectionVerdict,
-): string[] {
-  const otherIP = dir === "ingress" ? flow.src : flow.dst;
-  const other: PodRecord | undefined = table.endpoint(otherIP);
-  const dstPorts = table.endpoint(flow.dst)?.ports;
+interface Ctx {
+  table: PolicyTable;
+  flow: Flow;
+  dir: Direction;
+  other: EndpointView | undefined;
+  otherIP: string;
+  dstPorts: EndpointView["ports"] | undefined;
+}
+
+function ruleSpec(table: PolicyTable, policy: string, dir: Direction, index: number): RuleSpec | undefined {
+  return table.policy(policy)?.spec[dir]?.[index];
+}
+
+function polName(table: PolicyTable, key: string): string {
+  const rec = table.policy(key);
+  return rec ? describePolicy({ kind: rec.spec.kind, key, tier: rec.tier, priority: rec.priority }) : key;
+}
+
+function ruleName(table: PolicyTable, key: string, dir: Direction, index: number): string {
+  const r = ruleSpec(table, key, dir, index);
+  return `${dir} rule ${index}${r?.name ? ` '${r.name}'` : ""}`;
+}
+
+/** "from[1] pods {app=x} in namespace y; ports 80/TCP". */
+function ruleMatch(c: Ctx, v: DirectionVerdict): string {
+  const by = v.by!;
+  const rule = ruleSpec(c.table, by.policy, c.dir, by.rule);
+  const field = c.dir === "ingress" ? "from" : "to";
+  const peer =
+    by.peer < 0 || !rule?.peers
+      ? `no ${field} list (every peer)`
+      : `${field}[${by.peer}] ${describePeer(rule.peers[by.peer])}`;
+  return `${peer}; ports ${describePorts(rule?.ports ?? null)}`;
+}
+
+/** Why each rule of the isolating NetworkPolicies fails this flow: the port, the peer, or both. */
+function ruleMisses(c: Ctx, pols: readonly PolicyView[]): string[] {
   const out: string[] = [];
-  for (const key of v.policies) {
-    const rules = table.policy(key)?.[dir] ?? [];
+  for (const pol of pols) {
+    const rules = pol[c.dir] ?? [];
     if (rules.length === 0) {
-      out.push(`${key}: no ${dir} rules (it only isolates)`);
+      out.push(`${pol.key}: no ${c.dir} rules (it only isolates)`);
       continue;
     }
     for (const r of rules) {
-      const portOk = portsMatch(r.ports, flow.proto, flow.port, dstPorts);
-      const peerOk = peerIndex(r.peers, other, otherIP, table) !== -2;
+      const spec = ruleSpec(c.table, pol.key, c.dir, r.index);
+      const portOk = portsMatch(r.ports, c.flow.proto, c.flow.port, c.dstPorts);
+      const peerOk = peerIndex(r.peers, c.other, c.otherIP, c.table) !== -2;
       const why: string[] = [];
       if (!portOk)
-        why.push(
-          `port ${flow.port}/${PROTO_NAMES[flow.proto]} is not in ${r.ports!.map(describePort).join(", ")}`,
-        );
+        why.push(`port ${c.flow.port}/${PROTO_NAMES[c.flow.proto]} is not in ${describePorts(r.ports)}`);
       if (!peerOk) {
-        const who = other ? other.key : otherIP;
-        why.push(`${who} is not in ${r.peers!.map((p) => describePeer(p.spec)).join(" or ")}`);
+        const who = c.other ? c.other.key : c.otherIP;
+        why.push(`${who} is not in ${(spec?.peers ?? []).map(describePeer).join(" or ")}`);
       }
-      if (why.length) out.push(`${key} ${dir} rule ${r.index}: ${why.join("; and ")}`);
+      if (why.length) out.push(`${pol.key} ${c.dir} rule ${r.index}: ${why.join("; and ")}`);
     }
   }
   return out;
 }
 
-function describeRule(table: PolicyTable, dir: "ingress" | "egress", v: DirectionVerdict): string {
-  const by = v.by!;
-  const pol = table.policy(by.policy);
-  const rule = pol?.spec[dir]?.[by.rule];
-  const field = dir === "ingress" ? "from" : "to";
-  const peer =
-    by.peer < 0 || !rule?.peers
-      ? `no ${field} list (every peer)`
-      : `${field}[${by.peer}] ${describePeer(rule.peers[by.peer])}`;
-  const ports = rule?.ports ? rule.ports.map(describePort).join(", ") : "all ports";
-  return `allowed by NetworkPolicy ${by.policy}, ${dir} rule ${by.rule}: ${peer}; ports ${ports}`;
+/** Other policies of the same tier and priority with a rule matching this flow: the name order chose. */
+function tieNote(c: Ctx, list: readonly PolicyView[], decided: string): string | undefined {
+  const winner = list.find((p) => p.key === decided);
+  if (!winner) return undefined;
+  const rivals = list.filter(
+    (p) =>
+      p.key !== decided &&
+      p.priority === winner.priority &&
+      (p[c.dir] ?? []).some(
+        (r) =>
+          portsMatch(r.ports, c.flow.proto, c.flow.port, c.dstPorts) &&
+          peerIndex(r.peers, c.other, c.otherIP, c.table) !== -2,
+      ),
+  );
+  if (rivals.length === 0) return undefined;
+  return `note: ${[decided, ...rivals.map((r) => r.key)].map((k) => polName(c.table, k)).join(" and ")} share priority ${winner.priority} and all match; podwall orders equal priorities by name, so ${polName(c.table, decided)} decided`;
+}
+
+/** Walk one side's plan as the engine does, in words. */
+function walk(c: Ctx, plan: PlanView, v: DirectionVerdict): string[] {
+  const lines: string[] = [];
+  const { table, flow, dir, other, otherIP, dstPorts } = c;
+  const match = (list: readonly PolicyView[]) =>
+    tierMatch(table, list, dir, other, otherIP, flow.proto, flow.port, dstPorts);
+  for (const tier of ["admin", "namespaced", "baseline"] as const) {
+    const list = plan[tier];
+    if (list.length === 0) continue;
+    if (tier === "namespaced") {
+      lines.push(`NetworkPolicy tier: isolated for ${dir} by ${list.map((p) => p.key).join(", ")}`);
+      const m = match(list);
+      if (m)
+        lines.push(
+          `  allowed by NetworkPolicy ${m.by!.policy}, ${dir} rule ${m.by!.rule}: ${ruleMatch(c, m)}`,
+        );
+      else {
+        lines.push(`  denied: no ${dir} rule of these policies matches both the peer and the port:`);
+        for (const miss of ruleMisses(c, list)) lines.push(`    - ${miss}`);
+      }
+      return lines;
+    }
+    const m = match(list);
+    const label = `${tierName(tier)} tier (${list.length} ${list.length === 1 ? "policy" : "policies"})`;
+    if (!m) {
+      lines.push(`${label}: no rule matches`);
+      continue;
+    }
+    const by = m.by!;
+    const what = `${polName(table, by.policy)}, ${ruleName(table, by.policy, dir, by.rule)}: ${ruleMatch(c, m)}`;
+    const note = tieNote(c, list, by.policy);
+    if (by.action === "pass") {
+      const next = tier === "admin" ? "the NetworkPolicy tier" : "the default (allow)";
+      lines.push(`${label}: passed to ${next} by ${what}`);
+      if (note) lines.push(`  ${note}`);
+      continue;
+    }
+    lines.push(`${label}: ${by.action === "accept" ? "allowed" : "denied"} by ${what}`);
+    if (note) lines.push(`  ${note}`);
+    return lines;
+  }
+  if (v.result === "not-isolated") lines.push("no tier decided: allowed (the default)");
+  return lines;
 }
 
 function side(
   table: PolicyTable,
-  dir: "ingress" | "egress",
+  dir: Direction,
   who: string | undefined,
   v: DirectionVerdict,
   flow: Flow,
+  plan: PlanView | undefined,
 ): string[] {
   const label = dir === "egress" ? "egress (at the source)" : "ingress (at the destination)";
-  if (!who)
+  if (!who || !plan)
     return [
       `${label}: ${dir === "egress" ? "source" : "destination"} is not a pod policy can select; not isolated`,
     ];
-  if (v.result === "not-isolated")
+  if (plan.empty)
     return [
-      `${label}: ${who} is not isolated for ${dir} (no NetworkPolicy with ${dir === "egress" ? "Egress" : "Ingress"} in policyTypes selects it): allowed`,
+      `${label}: ${who} is not isolated for ${dir} (no NetworkPolicy with ${dir === "egress" ? "Egress" : "Ingress"} in policyTypes selects it, and no cluster policy applies): allowed`,
     ];
-  const lines = [`${label}: ${who} is isolated for ${dir} by ${v.policies.join(", ")}`];
-  if (v.result === "allowed") lines.push(`  ${describeRule(table, dir, v)}`);
-  else {
-    lines.push(`  denied: no ${dir} rule of these policies matches both the peer and the port:`);
-    for (const m of ruleMisses(table, dir, flow, v)) lines.push(`    - ${m}`);
-  }
+  const otherIP = dir === "ingress" ? flow.src : flow.dst;
+  const c: Ctx = {
+    table,
+    flow,
+    dir,
+    other: table.endpoint(otherIP),
+    otherIP,
+    dstPorts: table.endpoint(flow.dst)?.ports,
+  };
+  const lines = [`${label}: ${who}`, ...walk(c, plan, v).map((l) => `  ${l}`)];
+  if (v.exempt === "node")
+    lines.push(`  but ${flow.src} is an address of ${who}'s own node, which may always reach it: allowed`);
   return lines;
 }
 
@@ -93,12 +194,38 @@ export function explainVerdict(table: PolicyTable, flow: Flow, v: Verdict): stri
     lines.push("  a pod talking to its own address is never filtered");
     return lines.join("\n");
   }
-  lines.push(...side(table, "egress", v.src, v.egress, flow).map((l) => `  ${l}`));
-  lines.push(...side(table, "ingress", v.dst, v.ingress, flow).map((l) => `  ${l}`));
+  const plans = (ip: string, dir: Direction) => {
+    const e = table.endpoint(ip);
+    return e ? table.planById(e.identityId, dir) : undefined;
+  };
+  lines.push(...side(table, "egress", v.src, v.egress, flow, plans(flow.src, "egress")).map((l) => `  ${l}`));
+  lines.push(
+    ...side(table, "ingress", v.dst, v.ingress, flow, plans(flow.dst, "ingress")).map((l) => `  ${l}`),
+  );
+  const unenforced = new Set<string>();
+  for (const dir of ["egress", "ingress"] as const) {
+    const plan = plans(dir === "egress" ? flow.src : flow.dst, dir);
+    for (const list of plan ? [plan.admin, plan.namespaced, plan.baseline] : [])
+      for (const p of list)
+        for (const n of table.policy(p.key)?.spec.notEnforced ?? [])
+          unenforced.add(`${polName(table, p.key)}: ${n}`);
+  }
+  for (const n of unenforced) lines.push(`  not fully enforced: ${n}`);
   return lines.join("\n");
 }
 
 export function explainFlow(table: PolicyTable, flow: Flow): { verdict: Verdict; text: string } {
   const verdict = decide(table, flow);
   return { verdict, text: explainVerdict(table, flow, verdict) };
+}
+
+/** "ClusterNetworkPolicy guard rule 2 'deny-dev' (Deny)", for deny logs. */
+export function describeRuleRef(
+  table: DecisionSource & PolicyTable,
+  v: DirectionVerdict,
+  dir: Direction,
+): string {
+  if (!v.by) return v.policies.join(", ");
+  const kind = kindOfKey(v.by.policy);
+  return `${kind} ${v.by.policy} ${ruleName(table, v.by.policy, dir, v.by.rule)} (${v.by.action})`;
 }

@@ -59,6 +59,37 @@ export function parseCIDR(s: string): ParsedCIDR | undefined {
   return { family: addr.family, bytes, prefix, text };
 }
 
+/** An address in a legacy field (pod and node status): IPv4 octets may carry leading zeros, read as decimal. */
+export function parseLegacyIP(s: string): ParsedIP | undefined {
+  if (typeof s !== "string") return undefined;
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+  if (m) {
+    const octets = m.slice(1).map(Number);
+    return octets.some((o) => o > 255) ? undefined : parseIP(octets.join("."));
+  }
+  return parseIP(s);
+}
+
+/**
+ * A CIDR in a field the API server still parses the legacy, sloppy way (NetworkPolicy ipBlock):
+ * IPv4 octets and the prefix length may carry leading zeros, read as decimal ("010.0.0.0/08" is
+ * 10.0.0.0/8), and host bits may be set. Accepting exactly what the server stores keeps a policy
+ * the cluster enforces from being rejected here.
+ */
+export function parseLegacyCIDR(s: string): ParsedCIDR | undefined {
+  if (typeof s !== "string") return undefined;
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,3})$/.exec(s);
+  if (m) {
+    const octets = m.slice(1, 5).map(Number);
+    if (octets.some((o) => o > 255)) return undefined;
+    return parseCIDR(`${octets.join(".")}/${Number(m[5])}`);
+  }
+  const slash = s.indexOf("/");
+  if (slash > 0 && s.includes(":") && /^\d{1,3}$/.test(s.slice(slash + 1)))
+    return parseCIDR(`${s.slice(0, slash)}/${Number(s.slice(slash + 1))}`);
+  return parseCIDR(s);
+}
+
 export function maskBytes(bytes: Uint8Array, prefix: number): Uint8Array {
   const out = new Uint8Array(bytes.length);
   for (let i = 0; i < bytes.length; i++) {

@@ -1,9 +1,10 @@
 /**
  * model: the normalized cluster objects the compiler consumes, and the flow/verdict shapes it answers.
  *
- * Owns: the few fields of Pods and Namespaces that NetworkPolicy semantics depend on. Sources (the
- * Kubernetes informers, the manifest loader) convert raw objects into these; nothing downstream sees
- * a whole Pod. NetworkPolicies stay in their API shape (V1NetworkPolicy) until `compilePolicy`.
+ * Owns: the few fields of Pods, Namespaces and Nodes that policy semantics depend on, and the one
+ * protocol table. Sources (the Kubernetes informers, the manifest loader) convert raw objects into
+ * these (normalize.ts); nothing downstream sees a whole Pod. Policies of every kind are compiled
+ * into the tiered rule model (rule-model.ts) by their kind's parser (kinds/).
  * May not: do I/O or import anything outside src/compiler.
  */
 
@@ -12,10 +13,21 @@ export const PROTO = { TCP: 6, UDP: 17, SCTP: 132 } as const;
 export type ProtoName = keyof typeof PROTO;
 export type ProtoNum = (typeof PROTO)[ProtoName];
 
-export const PROTO_NAMES: Record<number, ProtoName> = { 6: "TCP", 17: "UDP", 132: "SCTP" };
+export const PROTO_NAMES: Readonly<Record<number, ProtoName>> = { 6: "TCP", 17: "UDP", 132: "SCTP" };
 
+/** "TCP" -> 6. Own keys only: "constructor" or "__proto__" is not a protocol. */
 export function protoNum(name: string): ProtoNum | undefined {
-  return (PROTO as Record<string, ProtoNum>)[name];
+  return Object.hasOwn(PROTO, name) ? PROTO[name as ProtoName] : undefined;
+}
+
+/** 6 -> "TCP", or undefined for a protocol policy cannot name. */
+export function protoName(num: number): ProtoName | undefined {
+  return Object.hasOwn(PROTO_NAMES, num) ? PROTO_NAMES[num] : undefined;
+}
+
+/** The lowercase spelling iptables, ipset and conntrack use ("tcp"); the number for others. */
+export function protoToolName(num: number): string {
+  return protoName(num)?.toLowerCase() ?? String(num);
 }
 
 /** A container port that policy may name; `name` is empty for unnamed ports. */
@@ -39,6 +51,15 @@ export interface PodInfo {
   ports: readonly ContainerPort[];
   /** metadata.uid: tells one incarnation of a name from the next (a StatefulSet pod re-created). */
   uid?: string;
+  /** status.hostIPs: addresses of the pod's node (canonical), as the kubelet reports them. */
+  hostIPs?: readonly string[];
+}
+
+/** A Node: its labels (for `nodes` peers) and its addresses (status.addresses that are IPs). */
+export interface NodeInfo {
+  name: string;
+  labels: Readonly<Record<string, string>>;
+  addresses: readonly string[];
 }
 
 export interface NamespaceInfo {

@@ -3,9 +3,11 @@
  *
  * Owns: matchLabels/matchExpressions semantics (In, NotIn, Exists, DoesNotExist) and the canonical
  * text that makes equal selectors share one selector-cache entry however they were written.
- * May not: know about pods or policies; throws InputError (with the field) on invalid selectors.
+ * May not: know about pods or policies; throws InputError (with the field) on invalid selectors,
+ * with the API server's rules for keys and values (k8s-meta).
  */
 import { InputError } from "./errors.js";
+import { fieldPath, isObj, labelValue, own, qualifiedName, unknownFields } from "./k8s-meta.js";
 
 type Req =
   | { key: string; op: "Eq"; value: string }
@@ -68,48 +70,66 @@ function matchReq(r: Req, labels: Readonly<Record<string, string>>): boolean {
 
 const OPS = new Set(["In", "NotIn", "Exists", "DoesNotExist"]);
 
+/**
+ * Compile a LabelSelector, validated as the API server validates one (keys are qualified names,
+ * values label values, operators and their value lists). Unknown fields are always an error: the
+ * LabelSelector type is stable, so one can only be a typo.
+ */
 export function compileSelector(raw: unknown, object: string, field: string): LabelMatcher {
   if (raw === null || raw === undefined) return compileSelector({}, object, field);
-  if (typeof raw !== "object" || Array.isArray(raw))
-    throw new InputError(object, field, "must be a label selector object");
-  const sel = raw as { matchLabels?: unknown; matchExpressions?: unknown };
+  if (!isObj(raw)) throw new InputError(object, field, "must be a label selector object");
+  unknownFields(raw, ["matchLabels", "matchExpressions"], object, field, true);
   const reqs: Req[] = [];
-  if (sel.matchLabels !== undefined && sel.matchLabels !== null) {
-    if (typeof sel.matchLabels !== "object" || Array.isArray(sel.matchLabels)) {
-      throw new InputError(object, `${field}.matchLabels`, "must be a map of strings");
-    }
-    for (const [k, v] of Object.entries(sel.matchLabels as Record<string, unknown>)) {
-      if (typeof v !== "string")
-        throw new InputError(object, `${field}.matchLabels.${k}`, "value must be a string");
+  const checkKey = (k: string, f: string) => {
+    const e = qualifiedName(k);
+    if (e) throw new InputError(object, f, `invalid label key ${JSON.stringify(k)}: ${e}`);
+  };
+  const checkValue = (v: string, f: string) => {
+    const e = labelValue(v);
+    if (e) throw new InputError(object, f, `invalid label value ${JSON.stringify(v)}: ${e}`);
+  };
+  const matchLabels = own(raw, "matchLabels");
+  if (matchLabels !== undefined && matchLabels !== null) {
+    if (!isObj(matchLabels)) throw new InputError(object, `${field}.matchLabels`, "must be a map of strings");
+    for (const [k, v] of Object.entries(matchLabels)) {
+      const f = fieldPath(`${field}.matchLabels`, k);
+      if (typeof v !== "string") throw new InputError(object, f, "value must be a string");
+      checkKey(k, f);
+      checkValue(v, f);
       reqs.push({ key: k, op: "Eq", value: v });
     }
   }
-  if (sel.matchExpressions !== undefined && sel.matchExpressions !== null) {
-    if (!Array.isArray(sel.matchExpressions))
+  const matchExpressions = own(raw, "matchExpressions");
+  if (matchExpressions !== undefined && matchExpressions !== null) {
+    if (!Array.isArray(matchExpressions))
       throw new InputError(object, `${field}.matchExpressions`, "must be a list");
-    sel.matchExpressions.forEach((e: unknown, i: number) => {
+    matchExpressions.forEach((e: unknown, i: number) => {
       const f = `${field}.matchExpressions[${i}]`;
-      const ex = (e ?? {}) as { key?: unknown; operator?: unknown; values?: unknown };
-      if (typeof ex.key !== "string" || !ex.key) throw new InputError(object, `${f}.key`, "missing");
-      if (typeof ex.operator !== "string" || !OPS.has(ex.operator)) {
+      if (!isObj(e)) throw new InputError(object, f, "must be an object");
+      unknownFields(e, ["key", "operator", "values"], object, f, true);
+      const key = own(e, "key");
+      const operator = own(e, "operator");
+      if (typeof key !== "string" || !key) throw new InputError(object, `${f}.key`, "missing");
+      checkKey(key, `${f}.key`);
+      if (typeof operator !== "string" || !OPS.has(operator)) {
         throw new InputError(
           object,
           `${f}.operator`,
-          `unknown operator ${JSON.stringify(ex.operator)} (In, NotIn, Exists, DoesNotExist)`,
+          `unknown operator ${JSON.stringify(operator)} (In, NotIn, Exists, DoesNotExist)`,
         );
       }
-      const values = ex.values ?? [];
+      const values = own(e, "values") ?? [];
       if (!Array.isArray(values) || values.some((v) => typeof v !== "string")) {
         throw new InputError(object, `${f}.values`, "must be a list of strings");
       }
-      if (ex.operator === "In" || ex.operator === "NotIn") {
+      for (const [j, v] of (values as string[]).entries()) checkValue(v, `${f}.values[${j}]`);
+      if (operator === "In" || operator === "NotIn") {
         if (values.length === 0)
-          throw new InputError(object, `${f}.values`, `must be non-empty for ${ex.operator}`);
-        reqs.push({ key: ex.key, op: ex.operator, values: new Set(values as string[]) });
+          throw new InputError(object, `${f}.values`, `must be non-empty for ${operator}`);
+        reqs.push({ key, op: operator, values: new Set(values as string[]) });
       } else {
-        if (values.length > 0)
-          throw new InputError(object, `${f}.values`, `must be empty for ${ex.operator}`);
-        reqs.push({ key: ex.key, op: ex.operator as "Exists" | "DoesNotExist" });
+        if (values.length > 0) throw new InputError(object, `${f}.values`, `must be empty for ${operator}`);
+        reqs.push({ key, op: operator as "Exists" | "DoesNotExist" });
       }
     });
   }

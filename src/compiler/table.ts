@@ -3,32 +3,41 @@
  * (simulate, explain, the verdict engine and cache, the iptables renderer, the NFQUEUE snapshot).
  *
  * Owns: label-set identities (pods with equal namespace+labels share one), the selector cache (one
- * entry per distinct selector with its member identities, shared by all policies), the ipBlock
- * registry and CIDR tries, the IP -> pod index, and per-identity lists of isolating policies.
+ * entry per distinct selector with its member identities, shared by all policies of every kind), the
+ * ipBlock registry and CIDR tries, the node index (nodes.ts), the IP -> pod index, and per identity
+ * and direction the policies that apply to it, arranged by tier into its evaluation plan (see
+ * rule-model.ts for the model and the order).
  * Every event touches only what it changes: a pod label change re-evaluates the selectors of that
- * pod's namespace and the namespace-selecting ones, never unrelated policies.
+ * pod's namespace and the namespace-selecting ones; a policy change recompiles that policy only.
  * May not: do I/O, or import the dataplane or the agent. Bad policies throw InputError before any
  * state changes, so a rejected update leaves the last good version in force.
  */
 import { BlockMatcher } from "./cidr-trie.js";
 import { type ParsedIP, parseIP } from "./ip.js";
+import { compilePolicyObject, FROM_API, isPolicyKind, type ParseOptions } from "./kinds/index.js";
 import {
   type ContainerPort,
+  type Direction,
   defaultNamespace,
   isTerminalPhase,
   type NamespaceInfo,
+  type NodeInfo,
   NS_NAME_LABEL,
   type PodInfo,
   podKey,
 } from "./model.js";
-import {
-  type BlockSpec,
-  compilePolicy,
-  type PeerSpec,
-  type PolicySpec,
-  type SelectorSpec,
-} from "./policy.js";
+import { NodeIndex, type NodeSelectorEntry } from "./nodes.js";
 import type { PortMatcher } from "./ports.js";
+import {
+  type Action,
+  type BlockSpec,
+  type PeerSpec,
+  type PolicyKind,
+  type PolicySpec,
+  policyKey,
+  type SelectorSpec,
+  type Tier,
+} from "./rule-model.js";
 
 export interface Identity {
   readonly id: number;
@@ -38,11 +47,25 @@ export interface Identity {
   readonly pods: Set<PodRecord>;
   /** Selectors this identity is a member of. */
   readonly selectors: Set<SelectorEntry>;
-  readonly ingress: Set<PolicyRecord>;
-  readonly egress: Set<PolicyRecord>;
-  /** Sorted views of ingress/egress, rebuilt lazily after a change. */
-  sortedIngress: PolicyRecord[] | null;
-  sortedEgress: PolicyRecord[] | null;
+  /** Policies whose subject selects this identity and that have rules for the direction. */
+  readonly applied: Record<Direction, Set<PolicyRecord>>;
+  /** Evaluation plans, rebuilt lazily after a change: what is enforced, and with audit policies too. */
+  plans: Record<Direction, Plan | null>;
+  auditPlans: Record<Direction, Plan | null>;
+}
+
+/**
+ * What applies to one identity in one direction, by tier, in evaluation order: admin and baseline
+ * by (priority, name), NetworkPolicies by key (they form a union, the order only names the first).
+ */
+export interface Plan {
+  readonly admin: readonly PolicyRecord[];
+  readonly namespaced: readonly PolicyRecord[];
+  readonly baseline: readonly PolicyRecord[];
+  /** No policy applies: every flow in this direction is allowed. */
+  readonly empty: boolean;
+  /** Some policy here is audit-only (only in audit plans). */
+  readonly audited: boolean;
 }
 
 export interface SelectorEntry {
@@ -66,10 +89,14 @@ export interface BlockEntry {
 
 export type CompiledPeer =
   | { kind: "sel"; sel: SelectorEntry; members: Set<number>; spec: PeerSpec }
-  | { kind: "block"; block: BlockEntry; id: number; spec: PeerSpec };
+  | { kind: "block"; block: BlockEntry; id: number; spec: PeerSpec }
+  | { kind: "nodes"; nodes: NodeSelectorEntry; id: number; spec: PeerSpec }
+  | { kind: "none"; spec: PeerSpec };
 
 export interface CompiledRule {
   readonly index: number;
+  readonly name: string;
+  readonly action: Action;
   /** null = every peer. */
   readonly peers: readonly CompiledPeer[] | null;
   readonly ports: PortMatcher;
@@ -78,6 +105,8 @@ export interface CompiledRule {
 export interface PolicyRecord {
   readonly key: string;
   readonly spec: PolicySpec;
+  readonly tier: Tier;
+  readonly priority: number;
   readonly target: SelectorEntry;
   readonly ingress: readonly CompiledRule[] | null;
   readonly egress: readonly CompiledRule[] | null;
@@ -89,6 +118,8 @@ export interface PodRecord {
   info: PodInfo;
   /** identity?.id, or 0: what the engine compares against selector members. */
   readonly identityId: number;
+  /** spec.nodeName ("" when unscheduled): the node that may always reach this pod. */
+  readonly node: string;
   readonly ports: readonly ContainerPort[];
   /** Undefined for pods policy never selects: hostNetwork and terminal (Succeeded/Failed) pods. */
   readonly identity: Identity | undefined;
@@ -100,13 +131,47 @@ export interface PodRecord {
 export interface TableStats {
   pods: number;
   namespaces: number;
+  nodes: number;
   policies: number;
+  clusterPolicies: number;
   identities: number;
   selectors: number;
   ipBlocks: number;
 }
 
-const byKey = (a: PolicyRecord, b: PolicyRecord) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+const byKey = (a: PolicyRecord, b: PolicyRecord) => cmp(a.key, b.key);
+/** Admin and baseline order: priority, then name (equal priorities are ours to order), then kind. */
+const byPriority = (a: PolicyRecord, b: PolicyRecord) =>
+  a.priority - b.priority || cmp(a.spec.name, b.spec.name) || cmp(a.key, b.key);
+
+const NO_RECORDS: readonly PolicyRecord[] = Object.freeze([]);
+export const EMPTY_PLAN: Plan = Object.freeze({
+  admin: NO_RECORDS,
+  namespaced: NO_RECORDS,
+  baseline: NO_RECORDS,
+  empty: true,
+  audited: false,
+});
+
+function buildPlan(set: ReadonlySet<PolicyRecord>, withAudit: boolean): Plan {
+  const admin: PolicyRecord[] = [];
+  const namespaced: PolicyRecord[] = [];
+  const baseline: PolicyRecord[] = [];
+  let audited = false;
+  for (const p of set) {
+    if (p.spec.audit) {
+      if (!withAudit) continue;
+      audited = true;
+    }
+    (p.tier === "admin" ? admin : p.tier === "baseline" ? baseline : namespaced).push(p);
+  }
+  if (admin.length + namespaced.length + baseline.length === 0) return EMPTY_PLAN;
+  admin.sort(byPriority);
+  baseline.sort(byPriority);
+  namespaced.sort(byKey);
+  return { admin, namespaced, baseline, empty: false, audited };
+}
 
 function labelsKey(labels: Readonly<Record<string, string>>): string {
   const keys = Object.keys(labels).sort();
@@ -122,8 +187,17 @@ function samePod(a: PodInfo, b: PodInfo): boolean {
     a.nodeName === b.nodeName &&
     labelsKey(a.labels) === labelsKey(b.labels) &&
     a.ips.join(",") === b.ips.join(",") &&
+    (a.hostIPs ?? []).join(",") === (b.hostIPs ?? []).join(",") &&
     JSON.stringify(a.ports) === JSON.stringify(b.ports)
   );
+}
+
+/** The addresses a pod reports for its node: its hostIPs, and its own IPs when it is hostNetwork. */
+function nodeAddressesOf(info: PodInfo): string[] {
+  const out = [...(info.hostIPs ?? [])];
+  if (info.hostNetwork && !isTerminalPhase(info.phase))
+    for (const ip of info.ips) if (!out.includes(ip)) out.push(ip);
+  return out;
 }
 
 export class PolicyTable {
@@ -146,16 +220,20 @@ export class PolicyTable {
   private readonly blockMatcher = new BlockMatcher();
   private readonly policies = new Map<string, PolicyRecord>();
   private readonly byIP = new Map<string, PodRecord[]>();
-  /** Listeners told after each change; the dataplane marks itself dirty from these. */
-  private readonly listeners = new Set<() => void>();
+  readonly nodeIndex = new NodeIndex();
+  private readonly newId = () => this.nextId++;
 
   // ---------------------------------------------------------------- reads
 
   stats(): TableStats {
+    let clusterPolicies = 0;
+    for (const p of this.policies.values()) if (p.tier !== "namespaced") clusterPolicies++;
     return {
       pods: this.pods.size,
       namespaces: this.namespaces.size,
+      nodes: this.nodeIndex.size,
       policies: this.policies.size,
+      clusterPolicies,
       identities: this.identities.size,
       selectors: this.selectors.size,
       ipBlocks: this.blocks.size,
@@ -209,19 +287,36 @@ export class PolicyTable {
     return this.blockMatcher.blocksFor(ip);
   }
 
-  isolatingById(identityId: number, dir: "ingress" | "egress"): readonly PolicyRecord[] {
-    const identity = this.identitiesById.get(identityId);
-    return identity ? this.isolating(identity, dir) : NO_POLICIES;
+  /** What is enforced on an identity in a direction (audit-only policies left out). */
+  plan(identity: Identity, dir: Direction): Plan {
+    return (identity.plans[dir] ??= buildPlan(identity.applied[dir], false));
   }
 
-  /** Policies isolating this identity in a direction, sorted by key; empty = not isolated. */
-  isolating(identity: Identity, dir: "ingress" | "egress"): readonly PolicyRecord[] {
-    if (dir === "ingress") {
-      if (!identity.sortedIngress) identity.sortedIngress = [...identity.ingress].sort(byKey);
-      return identity.sortedIngress;
+  /** The plan with audit-only policies in force, as if enforced (the same object when none applies). */
+  auditPlan(identity: Identity, dir: Direction): Plan {
+    let p = identity.auditPlans[dir];
+    if (!p) {
+      const enforced = this.plan(identity, dir);
+      let any = false;
+      for (const r of identity.applied[dir]) if (r.spec.audit) any = true;
+      identity.auditPlans[dir] = p = any ? buildPlan(identity.applied[dir], true) : enforced;
     }
-    if (!identity.sortedEgress) identity.sortedEgress = [...identity.egress].sort(byKey);
-    return identity.sortedEgress;
+    return p;
+  }
+
+  planById(identityId: number, dir: Direction): Plan {
+    const identity = this.identitiesById.get(identityId);
+    return identity ? this.plan(identity, dir) : EMPTY_PLAN;
+  }
+
+  auditPlanById(identityId: number, dir: Direction): Plan {
+    const identity = this.identitiesById.get(identityId);
+    return identity ? this.auditPlan(identity, dir) : EMPTY_PLAN;
+  }
+
+  /** NetworkPolicies isolating this identity in a direction, sorted by key; empty = not isolated by one. */
+  isolating(identity: Identity, dir: Direction): readonly PolicyRecord[] {
+    return this.plan(identity, dir).namespaced;
   }
 
   /** Live pods currently selected by a selector entry (for ipset rendering). */
@@ -229,14 +324,32 @@ export class PolicyTable {
     for (const id of sel.memberIdentities) yield* id.pods;
   }
 
-  onChange(fn: () => void): () => void {
-    this.listeners.add(fn);
-    return () => this.listeners.delete(fn);
+  /** Node selector ids whose nodes hold this address (`nodes` peers). */
+  nodeSelsFor(ip: string): readonly number[] {
+    return this.nodeIndex.selectorsFor(ip);
+  }
+
+  /** Is `ip` an address of node `node` (the node may always reach its own pods)? */
+  isNodeAddress(ip: string, node: string): boolean {
+    return this.nodeIndex.isNodeAddress(ip, node);
   }
 
   private changed(): void {
     this.generation++;
-    for (const fn of this.listeners) fn();
+  }
+
+  // ---------------------------------------------------------------- nodes
+
+  upsertNode(info: NodeInfo): boolean {
+    if (!this.nodeIndex.upsert(info)) return false;
+    this.changed();
+    return true;
+  }
+
+  deleteNode(name: string): boolean {
+    if (!this.nodeIndex.delete(name)) return false;
+    this.changed();
+    return true;
   }
 
   // ---------------------------------------------------------------- namespaces
@@ -299,6 +412,7 @@ export class PolicyTable {
   }
 
   private attachPod(key: string, info: PodInfo): void {
+    for (const ip of nodeAddressesOf(info)) this.nodeIndex.addPodAddress(ip, info.nodeName);
     const selectable = !info.hostNetwork && !isTerminalPhase(info.phase);
     const parsedIPs = info.ips.map((s) => parseIP(s)).filter((p): p is ParsedIP => p !== undefined);
     const identity = selectable ? this.acquireIdentity(info.namespace, info.labels) : undefined;
@@ -307,6 +421,7 @@ export class PolicyTable {
       info,
       identity,
       identityId: identity?.id ?? 0,
+      node: info.nodeName,
       ports: info.ports,
       parsedIPs,
       seq: this.podSeq++,
@@ -327,6 +442,7 @@ export class PolicyTable {
   }
 
   private detachPod(rec: PodRecord, release = true): void {
+    for (const ip of nodeAddressesOf(rec.info)) this.nodeIndex.removePodAddress(ip, rec.info.nodeName);
     const identity = rec.identity;
     if (!identity) return;
     for (const ip of rec.parsedIPs) {
@@ -352,10 +468,9 @@ export class PolicyTable {
       labels: { ...labels },
       pods: new Set(),
       selectors: new Set(),
-      ingress: new Set(),
-      egress: new Set(),
-      sortedIngress: null,
-      sortedEgress: null,
+      applied: { ingress: new Set(), egress: new Set() },
+      plans: { ingress: null, egress: null },
+      auditPlans: { ingress: null, egress: null },
     };
     this.identities.set(key, identity);
     this.identitiesById.set(identity.id, identity);
@@ -480,14 +595,22 @@ export class PolicyTable {
 
   // ---------------------------------------------------------------- policies
 
-  /** Compile and install a NetworkPolicy object; throws InputError (state unchanged) if invalid. */
-  upsertPolicy(raw: unknown): boolean {
-    return this.upsertPolicySpec(compilePolicy(raw));
+  /**
+   * Compile and install a policy object of any kind (by its `kind`, NetworkPolicy when absent);
+   * throws InputError (state unchanged) if invalid.
+   */
+  upsertPolicy(raw: unknown, opts: ParseOptions = FROM_API, kind?: PolicyKind): boolean {
+    const k = kind ?? (raw as { kind?: unknown } | null)?.kind;
+    return this.upsertPolicySpec(compilePolicyObject(isPolicyKind(k) ? k : "NetworkPolicy", raw, opts));
   }
 
   upsertPolicySpec(spec: PolicySpec): boolean {
     const prev = this.policies.get(spec.key);
-    if (prev && prev.spec.fingerprint === spec.fingerprint) return false;
+    if (prev && prev.spec.fingerprint === spec.fingerprint) {
+      // Same semantics; keep the newest object (its notes and names) without touching the kernel.
+      (prev as { spec: PolicySpec }).spec = spec;
+      return false;
+    }
     // Acquire the new version's selectors before releasing the old ones so shared entries survive.
     const rec = this.buildPolicy(spec);
     if (prev) this.uninstallPolicy(prev);
@@ -498,8 +621,12 @@ export class PolicyTable {
     return true;
   }
 
-  deletePolicy(namespace: string, name: string): boolean {
-    const prev = this.policies.get(`${namespace}/${name}`);
+  deletePolicy(namespace: string, name: string, kind: PolicyKind = "NetworkPolicy"): boolean {
+    return this.deletePolicyKey(policyKey(kind, namespace, name));
+  }
+
+  deletePolicyKey(key: string): boolean {
+    const prev = this.policies.get(key);
     if (!prev) return false;
     this.uninstallPolicy(prev);
     this.policies.delete(prev.key);
@@ -507,27 +634,46 @@ export class PolicyTable {
     return true;
   }
 
+  private compilePeer(p: PeerSpec): CompiledPeer {
+    switch (p.kind) {
+      case "sel": {
+        const sel = this.acquireSelector(p.sel);
+        return { kind: "sel", sel, members: sel.members, spec: p };
+      }
+      case "block": {
+        const block = this.acquireBlock(p.block);
+        return { kind: "block", block, id: block.id, spec: p };
+      }
+      case "nodes": {
+        const nodes = this.nodeIndex.acquire(p.nodes, this.newId);
+        return { kind: "nodes", nodes, id: nodes.id, spec: p };
+      }
+      case "none":
+        return { kind: "none", spec: p };
+    }
+  }
+
   private buildPolicy(spec: PolicySpec): PolicyRecord {
-    const target = this.acquireSelector(spec.target);
+    const target = this.acquireSelector(spec.subject);
     const rules = (list: PolicySpec["ingress"]): CompiledRule[] | null =>
       list === null
         ? null
-        : list.map((r, index) => ({
-            index,
+        : list.map((r) => ({
+            index: r.index,
+            name: r.name,
+            action: r.action,
             ports: r.ports,
-            peers:
-              r.peers === null
-                ? null
-                : r.peers.map((p): CompiledPeer => {
-                    if (p.kind === "sel") {
-                      const sel = this.acquireSelector(p.sel);
-                      return { kind: "sel", sel, members: sel.members, spec: p };
-                    }
-                    const block = this.acquireBlock(p.block);
-                    return { kind: "block", block, id: block.id, spec: p };
-                  }),
+            peers: r.peers === null ? null : r.peers.map((p) => this.compilePeer(p)),
           }));
-    return { key: spec.key, spec, target, ingress: rules(spec.ingress), egress: rules(spec.egress) };
+    return {
+      key: spec.key,
+      spec,
+      tier: spec.tier,
+      priority: spec.priority,
+      target,
+      ingress: rules(spec.ingress),
+      egress: rules(spec.egress),
+    };
   }
 
   private uninstallPolicy(rec: PolicyRecord): void {
@@ -537,7 +683,8 @@ export class PolicyTable {
       for (const r of rules ?? []) {
         for (const p of r.peers ?? []) {
           if (p.kind === "sel") this.releaseSelector(p.sel);
-          else this.releaseBlock(p.block);
+          else if (p.kind === "block") this.releaseBlock(p.block);
+          else if (p.kind === "nodes") this.nodeIndex.release(p.nodes);
         }
       }
     }
@@ -545,23 +692,26 @@ export class PolicyTable {
   }
 
   private attachPolicyToIdentity(pol: PolicyRecord, identity: Identity): void {
-    if (pol.ingress !== null && !identity.ingress.has(pol)) {
-      identity.ingress.add(pol);
-      identity.sortedIngress = null;
-    }
-    if (pol.egress !== null && !identity.egress.has(pol)) {
-      identity.egress.add(pol);
-      identity.sortedEgress = null;
+    for (const dir of DIRECTIONS) {
+      if (pol[dir] !== null && !identity.applied[dir].has(pol)) {
+        identity.applied[dir].add(pol);
+        identity.plans[dir] = null;
+        identity.auditPlans[dir] = null;
+      }
     }
   }
 
   private detachPolicyFromIdentity(pol: PolicyRecord, identity: Identity): void {
-    if (identity.ingress.delete(pol)) identity.sortedIngress = null;
-    if (identity.egress.delete(pol)) identity.sortedEgress = null;
+    for (const dir of DIRECTIONS) {
+      if (identity.applied[dir].delete(pol)) {
+        identity.plans[dir] = null;
+        identity.auditPlans[dir] = null;
+      }
+    }
   }
 }
 
-const NO_POLICIES: readonly PolicyRecord[] = [];
+const DIRECTIONS: readonly Direction[] = ["ingress", "egress"];
 
 function rank(p: PodRecord): number {
   return p.info.phase === "Running" ? 1 : 0;

@@ -4,9 +4,12 @@
  *
  * Owns: the rule that decides it, by name grammar and by reference, never by a rule's comment:
  * - a chain is ours iff its name is one podwall generates: PODWALL-FORWARD, -INPUT, -OUTPUT,
- *   -NOADDR, or PODWALL-ING-/PODWALL-EGR- plus 16 hex digits (a hash);
- * - an ipset is ours iff its name is PODWALL-, an optional T (the applier's swap temporary), S, B or
- *   N, the family (4 or 6), a dash and 16 hex digits;
+ *   -NOADDR, -DENY-LIMITED, PODWALL-ING-/PODWALL-EGR- plus 16 hex digits (a hash), or a pod's tier
+ *   chain PODWALL-INGN-/INGB-/EGRN-/EGRB- plus 15 hex digits;
+ * - an ipset is ours iff its name is PODWALL-, an optional T (the applier's swap temporary), S, D,
+ *   B or N, the family (4 or 6), a dash and 16 hex digits;
+ * A new kind of object needs its name here first: the applier refuses to create a name outside
+ * this grammar (it could not tell it apart from a foreign one later).
  * - a rule is ours iff it sits in a chain of ours, or sits in a built-in chain and jumps (or goes)
  *   to a chain of ours: removing our chain removes the rules that lead into it.
  * Every podwall version so far named its objects this way, so state an older agent left is adopted
@@ -15,8 +18,9 @@
  * May not: run commands.
  */
 
-const CHAIN = /^PODWALL-(?:FORWARD|INPUT|OUTPUT|NOADDR|(?:ING|EGR)-[0-9a-f]{16})$/;
-const SET = /^PODWALL-T?[SBN][46]-[0-9a-f]{16}$/;
+const CHAIN =
+  /^PODWALL-(?:FORWARD|INPUT|OUTPUT|NOADDR|DENY-LIMITED|(?:ING|EGR)-[0-9a-f]{16}|(?:ING|EGR)[NB]-[0-9a-f]{15})$/;
+const SET = /^PODWALL-T?[SDBN][46]-[0-9a-f]{16}$/;
 const TARGET = /(?:^| )-[jg] (\S+)/;
 
 export function ownsChain(name: string): boolean {

@@ -1,41 +1,53 @@
 /**
- * render: compiled table + this node's local pods -> the kernel state podwall wants (chains, rules,
- * ipsets) for IPv4 and IPv6. Pure: the applier diffs and programs it, `podwall render` prints it.
- *
- * Layout (filter table; every object is ours by its PODWALL- prefix):
+ * render: compiled table + this node's local pods -> the kernel state podwall wants (chains of
+ * rules from the rule layer, and ipsets) for IPv4 and IPv6. Pure: the applier diffs and programs it,
+ * `podwall render` prints it. docs/design/dataplane.md draws the layout; in short (filter table,
+ * every object ours by its PODWALL- prefix):
  *   FORWARD -> PODWALL-FORWARD: ESTABLISHED,RELATED accepted, INVALID dropped, then dispatch on the
  *     pod's interface (routed veth: -i/-o; bridged pod: physdev-in for egress, -d podIP for ingress;
  *     a name iptables cannot match exactly, such as `pw+`, never reaches a rule: -s/-d podIP, ifname.ts)
- *     into per-pod chains PODWALL-EGR-<h>/PODWALL-ING-<h>, which RETURN when a rule allows and DROP
- *     otherwise, so same-node traffic passes the source's egress AND the destination's ingress.
- *   INPUT -> PODWALL-INPUT: pod -> node traffic is egress-policed (node IPs are reachable only via
- *     ipBlock, as the API says); IPv6 neighbour discovery is always let through.
- *   OUTPUT -> PODWALL-OUTPUT: node-originated traffic to a pod is allowed (kubelet probes: the pod's
- *     own node is exempt on ingress only). Anything else leaving through a pod interface here was
- *     forwarded by IPVS after translation, so ingress (and, by source IP, egress) is judged on the
- *     backend address. FORWARD runs after nat PREROUTING, so iptables-mode kube-proxy DNAT is already
- *     applied there too: every check sees the backend pod, never the ClusterIP.
- * Peers live in ipsets shared by every rule using the same selector; each ipBlock with excepts gets
- * its own hash:net set (excepts as nomatch), so one peer's except never leaks into another peer.
- * Names are stable (hash of pod key / selector / block), within the kernel's limits (chains 28,
- * sets 31), and every rule carries a comment with a hash of its content for later diffs.
- * May not: run commands, or decide policy differently from the engine.
+ *     into the per-pod chains of each direction that has a plan, so same-node traffic passes the
+ *     source's egress AND the destination's ingress. A pod chain RETURNs to allow and DROPs to deny.
+ *   INPUT -> PODWALL-INPUT: pod -> node traffic is egress-policed (node IPs are reachable only when
+ *     a rule allows them); IPv6 neighbour discovery is always let through.
+ *   OUTPUT -> PODWALL-OUTPUT: node-originated traffic to a pod is allowed (the pod's own node is
+ *     exempt on ingress); anything else leaving through a pod interface here was forwarded by IPVS
+ *     after translation, so ingress (and, by source IP, egress) is judged on the backend address.
+ * A pod's chains per direction follow the tiers of its plan:
+ *   PODWALL-ING-<h>    admin rules in order (accept: RETURN, deny: DROP, pass: goto the next tier),
+ *                      then on to the next tier; or, without admin rules, the next tier itself;
+ *   PODWALL-INGN-<h>   NetworkPolicy tier: accept rules RETURN, then DROP;
+ *   PODWALL-INGB-<h>   baseline (only when no NetworkPolicy isolates the pod): as admin, a pass
+ *                      RETURNs (the default allows), and the chain's end RETURNs.
+ * May not: run commands, or decide policy differently from the engine (it spells the same plan).
  */
-import { createHash } from "node:crypto";
 import { type Family, parseIP } from "../compiler/ip.js";
-import { type ContainerPort, PROTO, PROTO_NAMES } from "../compiler/model.js";
-import type { PortSpec } from "../compiler/ports.js";
+import { type ContainerPort, type Direction, PROTO, protoToolName } from "../compiler/model.js";
+import { ANY_PROTO, type PortSpec } from "../compiler/ports.js";
+import type { Action as PolicyAction } from "../compiler/rule-model.js";
 import type {
   CompiledPeer,
   CompiledRule,
+  Plan,
   PodRecord,
   PolicyRecord,
   PolicyTable,
-  SelectorEntry,
 } from "../compiler/table.js";
-import { interfaceArg, interfaceNameProblem } from "./ifname.js";
+import { interfaceNameProblem } from "./ifname.js";
+import { createLine, FamilySets, type NamedPort, PREFIX, type RenderedSet } from "./render-sets.js";
+import {
+  type Action,
+  type Match,
+  type ProtoMatch,
+  type Rule,
+  shortHash,
+  toIptables,
+  withComment,
+} from "./rule-layer.js";
 
-export const PREFIX = "PODWALL-";
+export { createLine, PREFIX, type RenderedSet, type SetType } from "./render-sets.js";
+export { ruleHashOf, shortHash, withComment } from "./rule-layer.js";
+
 export const TOP_CHAINS = {
   FORWARD: "PODWALL-FORWARD",
   INPUT: "PODWALL-INPUT",
@@ -66,16 +78,6 @@ export interface RenderOptions {
   serviceCIDRs?: string[];
 }
 
-export type SetType = "hash:ip" | "hash:net" | "hash:ip,port";
-
-export interface RenderedSet {
-  name: string;
-  family: Family;
-  type: SetType;
-  /** Sorted member lines as `ipset add` takes them ("10.0.0.1", "10.0.0.0/8", "10.1.0.0/16 nomatch"). */
-  members: string[];
-}
-
 export interface RenderedFamily {
   /** Chain name -> rule argument strings (what follows `-A CHAIN`), in order. */
   chains: Map<string, string[]>;
@@ -85,206 +87,153 @@ export interface DesiredState {
   v4: RenderedFamily;
   v6: RenderedFamily;
   sets: Map<string, RenderedSet>;
-  /** Local pods isolated per direction, for metrics. */
+  /** Local pods with a plan per direction (isolated or governed by a cluster policy), for metrics. */
   isolated: { ingress: number; egress: number; pods: number };
 }
 
-const hashMemo = new Map<string, string>();
-
-/** sha256 prefix, memoized: the same names and rules come back on every sync. */
-export function shortHash(s: string, len = 16): string {
-  let h = hashMemo.get(s);
-  if (h === undefined) {
-    h = createHash("sha256").update(s).digest("hex");
-    if (hashMemo.size >= 200_000) hashMemo.clear();
-    hashMemo.set(s, h);
-  }
-  return h.slice(0, len);
-}
-
-/** The rule comment: "pw:<hash> <what>"; the hash covers the rule text so diffs can read it back. */
-export function withComment(rule: string, what: string): string {
-  const h = shortHash(rule, 8);
-  const text = `pw:${h} ${what}`.slice(0, 250).replace(/"/g, "'");
-  return `${rule} -m comment --comment "${text}"`;
-}
-
-/** Where pods isolated in a direction go in a family they have no address in: nothing is allowed. */
+/** Where pods with a plan go in a family they have no address in: nothing is allowed. */
 export const NOADDR_CHAIN = "PODWALL-NOADDR";
 
-export function ruleHashOf(line: string): string | undefined {
-  return /--comment "?pw:([0-9a-f]{8})/.exec(line)?.[1];
-}
+const DEFAULT_QUEUE = 100;
 
-function portArgs(p: PortSpec, port: { from: number; to: number } | undefined): string {
-  const proto = PROTO_NAMES[p.proto].toLowerCase();
-  if (!port || (port.from === 0 && port.to === 65535)) return `-p ${proto}`;
-  const range = port.from === port.to ? `${port.from}` : `${port.from}:${port.to}`;
-  return `-p ${proto} -m ${proto} --dport ${range}`;
+function resolveNamed(ports: readonly ContainerPort[], p: NamedPort): ContainerPort[] {
+  const seen = new Set<string>();
+  return ports.filter((c) => {
+    if (c.name !== p.name || (p.proto !== ANY_PROTO && PROTO[c.protocol] !== p.proto)) return false;
+    const k = `${c.protocol}/${c.port}`;
+    return !seen.has(k) && !!seen.add(k);
+  });
 }
-
-/** Sorted member IPs per selector entry and family, valid while the entry's version is unchanged. */
-const memberCache = new WeakMap<SelectorEntry, { version: number; 4: string[]; 6: string[] }>();
 
 class FamilyRenderer {
   readonly chains = new Map<string, string[]>();
+  readonly sets: FamilySets;
 
   constructor(
     readonly family: Family,
-    private readonly table: PolicyTable,
-    private readonly sets: Map<string, RenderedSet>,
+    table: PolicyTable,
+    sets: Map<string, RenderedSet>,
     private readonly opts: RenderOptions,
-  ) {}
-
-  private get fam(): string {
-    return this.family === 4 ? "4" : "6";
+  ) {
+    this.sets = new FamilySets(family, table, sets);
   }
 
-  /** hash:ip set of the selector's member pod IPs in this family. */
-  selectorSet(sel: SelectorEntry): string {
-    const name = `${PREFIX}S${this.fam}-${shortHash(sel.spec.key)}`;
-    if (!this.sets.has(name)) {
-      // Member lists are recomputed only when the selector's version moved (membership or IPs).
-      let cached = memberCache.get(sel);
-      if (!cached || cached.version !== sel.version) {
-        const v4 = new Set<string>();
-        const v6 = new Set<string>();
-        for (const pod of this.table.selectorPods(sel))
-          for (const ip of pod.parsedIPs) (ip.family === 4 ? v4 : v6).add(ip.text);
-        cached = { version: sel.version, 4: [...v4].sort(), 6: [...v6].sort() };
-        memberCache.set(sel, cached);
-      }
-      this.sets.set(name, { name, family: this.family, type: "hash:ip", members: cached[this.family] });
-    }
-    return name;
-  }
-
-  /** hash:net set of one ipBlock: its CIDR, minus its own excepts (nomatch entries). */
-  blockSet(peer: Extract<CompiledPeer, { kind: "block" }>): string {
-    const spec = peer.block.spec;
-    const name = `${PREFIX}B${this.fam}-${shortHash(spec.key)}`;
-    if (!this.sets.has(name)) {
-      const members = splitZero(spec.cidr.text, spec.cidr.prefix, this.family);
-      for (const e of spec.excepts) members.push(`${e.text} nomatch`);
-      this.sets.set(name, { name, family: this.family, type: "hash:net", members: members.sort() });
-    }
-    return name;
-  }
-
-  /** hash:ip,port set of (pod IP, proto:port) for every pod the peer selects that names this port. */
-  namedPortSet(peer: CompiledPeer | null, port: Extract<PortSpec, { name: string }>): string {
-    const peerKey =
-      peer === null ? "*" : peer.kind === "sel" ? peer.sel.spec.key : `ip:${peer.block.spec.key}`;
-    const name = `${PREFIX}N${this.fam}-${shortHash(`${peerKey}|${port.name}|${port.proto}`)}`;
-    if (this.sets.has(name)) return name;
-    const members = new Set<string>();
-    const proto = PROTO_NAMES[port.proto].toLowerCase();
-    const consider = (pod: PodRecord) => {
-      for (const c of pod.ports) {
-        if (c.name !== port.name || PROTO[c.protocol] !== port.proto) continue;
-        for (const ip of pod.parsedIPs) {
-          if (ip.family !== this.family) continue;
-          if (peer?.kind === "block" && !this.table.blocksFor(ip.text).includes(peer.id)) continue;
-          members.add(`${ip.text},${proto}:${c.port}`);
+  /** Match for one peer on one side ("src" for ingress, "dst" for egress); null = cannot match here. */
+  peerMatch(peer: CompiledPeer, side: "src" | "dst"): Match | null {
+    switch (peer.kind) {
+      case "sel":
+        return { set: { name: this.sets.selectorSet(peer.sel), flags: side } };
+      case "nodes":
+        return { set: { name: this.sets.nodeSet(peer.nodes), flags: side } };
+      case "none":
+        return null;
+      case "block": {
+        const spec = peer.block.spec;
+        if (spec.cidr.family !== this.family) return null;
+        if (spec.excepts.length === 0) {
+          if (spec.cidr.prefix === 0) return {};
+          return side === "src" ? { src: spec.cidr.text } : { dst: spec.cidr.text };
         }
+        return { set: { name: this.sets.blockSet(peer), flags: side } };
       }
-    };
-    if (peer?.kind === "sel") for (const pod of this.table.selectorPods(peer.sel)) consider(pod);
-    else for (const pod of this.table.allPods()) if (pod.identity) consider(pod);
-    this.sets.set(name, { name, family: this.family, type: "hash:ip,port", members: [...members].sort() });
-    return name;
-  }
-
-  /** Match args for one peer on one side ("src" for ingress, "dst" for egress); null = cannot match here. */
-  peerArgs(peer: CompiledPeer, side: "src" | "dst"): string | null {
-    if (peer.kind === "sel") return `-m set --match-set ${this.selectorSet(peer.sel)} ${side}`;
-    const spec = peer.block.spec;
-    if (spec.cidr.family !== this.family) return null;
-    if (spec.excepts.length === 0) {
-      if (spec.cidr.prefix === 0) return "";
-      return `${side === "src" ? "-s" : "-d"} ${spec.cidr.text}`;
     }
-    return `-m set --match-set ${this.blockSet(peer)} ${side}`;
   }
 
-  /** Rules of one policy rule for a pod: peers x ports, RETURN on match. */
-  ruleLines(pol: PolicyRecord, dir: "ingress" | "egress", rule: CompiledRule, self: PodRecord): string[] {
+  /** Rules of one policy rule for a pod: peers x ports, each ending in `action`. */
+  ruleRules(pol: PolicyRecord, dir: Direction, rule: CompiledRule, self: PodRecord, action: Action): Rule[] {
     const side = dir === "ingress" ? "src" : "dst";
-    const what = `${pol.key} ${dir}[${rule.index}]`;
+    const comment = `${pol.key} ${dir}[${rule.index}]${rule.name ? ` ${rule.name}` : ""} ${rule.action}`;
     const peers: (CompiledPeer | null)[] = rule.peers === null ? [null] : [...rule.peers];
     const ports: (PortSpec | null)[] = rule.ports === null ? [null] : [...rule.ports];
-    const out: string[] = [];
+    const out: Rule[] = [];
+    const add = (match: Match) => out.push({ match, action, comment });
     for (const peer of peers) {
-      const peerMatch = peer === null ? "" : this.peerArgs(peer, side);
-      if (peerMatch === null) continue;
+      const pm = peer === null ? {} : this.peerMatch(peer, side);
+      if (pm === null) continue;
       for (const port of ports) {
-        if (port === null) {
-          out.push(withComment(`${peerMatch} -j RETURN`.trim(), what));
-          continue;
-        }
-        if (port.name === undefined) {
-          out.push(withComment(`${peerMatch} ${portArgs(port, port)} -j RETURN`.trim(), what));
-          continue;
-        }
-        if (dir === "ingress") {
+        if (port === null) add(pm);
+        else if (port.name === undefined)
+          add({
+            ...pm,
+            proto: protoToolName(port.proto) as ProtoMatch,
+            dport: { from: port.from, to: port.to },
+          });
+        else if (dir === "ingress") {
           // Named ports on ingress resolve against this (destination) pod's own containers.
-          for (const c of resolveNamed(self.ports, port)) {
-            out.push(
-              withComment(
-                `${peerMatch} ${portArgs(port, { from: c.port, to: c.port })} -j RETURN`.trim(),
-                what,
-              ),
-            );
-          }
+          for (const c of resolveNamed(self.ports, port))
+            add({
+              ...pm,
+              proto: protoToolName(PROTO[c.protocol]) as ProtoMatch,
+              dport: { from: c.port, to: c.port },
+            });
         } else {
           // On egress they resolve against each destination pod: an ip,port set replaces the peer match.
-          const set = this.namedPortSet(peer, port);
-          const proto = PROTO_NAMES[port.proto].toLowerCase();
-          out.push(withComment(`-p ${proto} -m set --match-set ${set} dst,dst -j RETURN`, what));
+          const set = this.sets.namedPortSet(peer, port);
+          for (const proto of set.protos)
+            add({ proto: proto as ProtoMatch, set: { name: set.name, flags: "dst,dst" } });
         }
       }
     }
     return out;
   }
 
-  podChain(pod: PodRecord, dir: "ingress" | "egress", pols: readonly PolicyRecord[]): string {
-    const name = `${PREFIX}${dir === "ingress" ? "ING" : "EGR"}-${shortHash(pod.key)}`;
-    const lines: string[] = [];
+  private deny(): Action {
+    return this.opts.denyAction === "REJECT" ? { kind: "reject" } : { kind: "drop" };
+  }
+
+  private actionOf(a: PolicyAction, next: Action): Action {
+    return a === "accept" ? { kind: "return" } : a === "deny" ? this.deny() : next;
+  }
+
+  private setChain(name: string, rules: Rule[]): void {
+    this.chains.set(name, rules.map(toIptables));
+  }
+
+  /** The tier chains of one pod and direction; returns the entry chain. */
+  podChains(pod: PodRecord, dir: Direction, plan: Plan): string {
+    const tag = dir === "ingress" ? "ING" : "EGR";
+    const entry = `${PREFIX}${tag}-${shortHash(pod.key)}`;
     if (this.opts.dataplane === "nfqueue") {
-      const bypass = this.opts.queueBypass ? " --queue-bypass" : "";
-      const first = this.opts.queueNum ?? 100;
+      const first = this.opts.queueNum ?? DEFAULT_QUEUE;
       const count = Math.max(1, this.opts.queueCount ?? 1);
-      const target =
-        count > 1
-          ? `--queue-balance ${first}:${first + count - 1}${bypass} --queue-cpu-fanout`
-          : `--queue-num ${first}${bypass}`;
-      lines.push(withComment(`-j NFQUEUE ${target}`, `${pod.key} ${dir} verdict in userspace`));
-    } else {
-      for (const pol of pols)
-        for (const rule of pol[dir]!) lines.push(...this.ruleLines(pol, dir, rule, pod));
-      const deny = this.opts.denyAction === "REJECT" ? "REJECT" : "DROP";
-      lines.push(withComment(`-j ${deny}`, `${pod.key} ${dir} default deny`));
+      this.setChain(entry, [
+        {
+          match: {},
+          action: { kind: "queue", first, count, bypass: this.opts.queueBypass === true },
+          comment: `${pod.key} ${dir} verdict in userspace`,
+        },
+      ]);
+      return entry;
     }
-    this.chains.set(name, lines);
-    return name;
+    const sub = (t: string) => `${PREFIX}${tag}${t}-${shortHash(pod.key, 15)}`;
+    const hasAdmin = plan.admin.length > 0;
+    const npChain = plan.namespaced.length > 0 ? (hasAdmin ? sub("N") : entry) : undefined;
+    const baseChain = !npChain && plan.baseline.length > 0 ? (hasAdmin ? sub("B") : entry) : undefined;
+    const next = npChain ?? baseChain;
+    const toNext: Action = next ? { kind: "goto", chain: next } : { kind: "return" };
+    const ordered = (list: readonly PolicyRecord[], passTo: Action): Rule[] => {
+      const rules: Rule[] = [];
+      for (const pol of list)
+        for (const r of pol[dir] ?? [])
+          rules.push(...this.ruleRules(pol, dir, r, pod, this.actionOf(r.action, passTo)));
+      return rules;
+    };
+    if (hasAdmin) {
+      const rules = ordered(plan.admin, toNext);
+      if (next) rules.push({ match: {}, action: toNext, comment: `${pod.key} ${dir} admin tier: no match` });
+      this.setChain(entry, rules);
+    }
+    if (npChain) {
+      const rules = ordered(plan.namespaced, { kind: "return" });
+      rules.push({ match: {}, action: this.deny(), comment: `${pod.key} ${dir} default deny` });
+      this.setChain(npChain, rules);
+    }
+    if (baseChain) this.setChain(baseChain, ordered(plan.baseline, { kind: "return" }));
+    return entry;
   }
 }
 
-function resolveNamed(
-  ports: readonly ContainerPort[],
-  p: Extract<PortSpec, { name: string }>,
-): ContainerPort[] {
-  const seen = new Set<number>();
-  return ports.filter(
-    (c) => c.name === p.name && PROTO[c.protocol] === p.proto && !seen.has(c.port) && seen.add(c.port),
-  );
-}
-
-/** hash:net cannot hold a /0; two halves cover the same addresses exactly (::/0 included). */
-function splitZero(text: string, prefix: number, family: Family): string[] {
-  if (prefix !== 0) return [text];
-  return family === 4 ? ["0.0.0.0/1", "128.0.0.0/1"] : ["::/1", "8000::/1"];
-}
+const ESTABLISHED: Match = { ctstate: "RELATED,ESTABLISHED" };
 
 export function renderNode(
   table: PolicyTable,
@@ -296,107 +245,93 @@ export function renderNode(
   const fams = ([4, 6] as const).map((f) => new FamilyRenderer(f, table, sets, opts));
   const sorted = [...localPods].sort((a, b) => a.key.localeCompare(b.key));
   for (const r of fams) {
-    const fwd: string[] = [
-      withComment(
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-        "established traffic stays in the kernel",
-      ),
-      withComment("-m conntrack --ctstate INVALID -j DROP", "invalid packets"),
+    const fwd: Rule[] = [
+      { match: ESTABLISHED, action: { kind: "accept" }, comment: "established traffic stays in the kernel" },
+      { match: { ctstate: "INVALID" }, action: { kind: "drop" }, comment: "invalid packets" },
     ];
-    const input: string[] = [
-      withComment("-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN", "established"),
-    ];
-    const output: string[] = [
-      withComment("-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN", "established"),
-    ];
+    const input: Rule[] = [{ match: ESTABLISHED, action: { kind: "return" }, comment: "established" }];
+    const output: Rule[] = [{ match: ESTABLISHED, action: { kind: "return" }, comment: "established" }];
     if (r.family === 6) {
       // Neighbour discovery and router solicitation must never be policed, or IPv6 stops working.
       for (const t of [133, 134, 135, 136, 137]) {
-        const rule = `-p ipv6-icmp -m icmp6 --icmpv6-type ${t} -j RETURN`;
-        input.push(withComment(rule, "IPv6 neighbour discovery"));
-        output.push(withComment(rule, "IPv6 neighbour discovery"));
+        const rule: Rule = {
+          match: { proto: "ipv6-icmp", icmp6Type: t },
+          action: { kind: "return" },
+          comment: "IPv6 neighbour discovery",
+        };
+        input.push(rule);
+        output.push(rule);
       }
     }
     for (const cidr of opts.serviceCIDRs ?? []) {
-      const fam = parseIP(cidr.split("/")[0])?.family;
-      if (fam === r.family)
-        input.push(
-          withComment(`-d ${cidr} -j RETURN`, "IPVS service range: judged after translation in OUTPUT"),
-        );
+      if (parseIP(cidr.split("/")[0])?.family === r.family)
+        input.push({
+          match: { dst: cidr },
+          action: { kind: "return" },
+          comment: "IPVS service range: judged after translation in OUTPUT",
+        });
     }
     for (const lp of sorted) {
       const pod = table.pod(lp.key);
       if (!pod?.identity) continue;
-      const ing = table.isolating(pod.identity, "ingress");
-      const eg = table.isolating(pod.identity, "egress");
-      if (r.family === 4 && (ing.length || eg.length)) {
+      const ing = table.plan(pod.identity, "ingress");
+      const eg = table.plan(pod.identity, "egress");
+      if (r.family === 4 && (!ing.empty || !eg.empty)) {
         isolated.pods++;
-        if (ing.length) isolated.ingress++;
-        if (eg.length) isolated.egress++;
+        if (!ing.empty) isolated.ingress++;
+        if (!eg.empty) isolated.egress++;
       }
       const ips = pod.parsedIPs.filter((p) => p.family === r.family).map((p) => p.text);
-      const dispatch = interfaceMatch(lp);
+      // An interface iptables cannot name exactly (ifname.ts) never reaches a rule: by address instead.
+      const named = interfaceNameProblem(lp.hostIf) === undefined;
+      const fromPod: Match = lp.bridged ? { physdevIn: lp.hostIf } : { inIf: lp.hostIf };
       if (ips.length === 0) {
-        // No address in this family: the pod can only spoof, so an isolated direction allows nothing.
+        // No address in this family: the pod can only spoof, so a governed direction allows nothing.
         // One static chain keeps policy changes from rewriting this family at all.
         if (!r.chains.has(NOADDR_CHAIN))
-          r.chains.set(NOADDR_CHAIN, [withComment("-j DROP", "isolated pod, no address in this family")]);
+          r.chains.set(NOADDR_CHAIN, [withComment("-j DROP", "governed pod, no address in this family")]);
         // Without a name iptables matches exactly, nothing reaches the pod in this family anyway, and
         // what it might spoof cannot be told apart: leave it.
-        if (!dispatch.named) continue;
-        if (eg.length) {
-          fwd.push(withComment(`${dispatch.from} -j ${NOADDR_CHAIN}`, `${pod.key} egress`));
-          input.push(withComment(`${dispatch.from} -j ${NOADDR_CHAIN}`, `${pod.key} egress`));
+        if (!named) continue;
+        const to: Action = { kind: "jump", chain: NOADDR_CHAIN };
+        if (!eg.empty) {
+          fwd.push({ match: fromPod, action: to, comment: `${pod.key} egress` });
+          input.push({ match: fromPod, action: to, comment: `${pod.key} egress` });
         }
-        if (ing.length && !lp.bridged)
-          fwd.push(withComment(`${dispatch.to} -j ${NOADDR_CHAIN}`, `${pod.key} ingress`));
+        if (!ing.empty && !lp.bridged)
+          fwd.push({ match: { outIf: lp.hostIf }, action: to, comment: `${pod.key} ingress` });
         continue;
       }
-      if (eg.length) {
-        const chain = r.podChain(pod, "egress", eg);
+      if (!eg.empty) {
+        const chain: Action = { kind: "jump", chain: r.podChains(pod, "egress", eg) };
         const what = `${pod.key} egress`;
-        // An interface iptables cannot name exactly: the pod's own source addresses instead.
-        const from = dispatch.named ? [dispatch.from] : ips.map((ip) => `-s ${ip}`);
-        for (const m of from) fwd.push(withComment(`${m} -j ${chain}`, what));
-        for (const m of from) input.push(withComment(`${m} -j ${chain}`, what));
-        for (const ip of ips) output.push(withComment(`-s ${ip} -j ${chain}`, `${what} (IPVS-forwarded)`));
+        const from: Match[] = named ? [fromPod] : ips.map((ip) => ({ src: ip }));
+        for (const m of from) fwd.push({ match: m, action: chain, comment: what });
+        for (const m of from) input.push({ match: m, action: chain, comment: what });
+        for (const ip of ips)
+          output.push({ match: { src: ip }, action: chain, comment: `${what} (IPVS-forwarded)` });
       }
-      if (ing.length) {
-        const chain = r.podChain(pod, "ingress", ing);
+      if (!ing.empty) {
+        const chain: Action = { kind: "jump", chain: r.podChains(pod, "ingress", ing) };
         const what = `${pod.key} ingress`;
         // Bridged pods, and pods whose interface iptables cannot name exactly, by destination address.
-        const to = lp.bridged || !dispatch.named ? ips.map((ip) => `-d ${ip}`) : [dispatch.to];
-        for (const m of to) fwd.push(withComment(`${m} -j ${chain}`, what));
-        for (const m of to) {
-          output.push(
-            withComment(
-              `${m} -m addrtype --src-type LOCAL -j RETURN`,
-              `${pod.key} from its own node (probes)`,
-            ),
-          );
-          output.push(withComment(`${m} -j ${chain}`, `${what} (IPVS-forwarded)`));
+        const toPod: Match[] = lp.bridged || !named ? ips.map((ip) => ({ dst: ip })) : [{ outIf: lp.hostIf }];
+        for (const m of toPod) fwd.push({ match: m, action: chain, comment: what });
+        for (const m of toPod) {
+          output.push({
+            match: { ...m, srcTypeLocal: true },
+            action: { kind: "return" },
+            comment: `${pod.key} from its own node (probes)`,
+          });
+          output.push({ match: m, action: chain, comment: `${what} (IPVS-forwarded)` });
         }
       }
     }
-    r.chains.set(TOP_CHAINS.FORWARD, fwd);
-    r.chains.set(TOP_CHAINS.INPUT, input);
-    r.chains.set(TOP_CHAINS.OUTPUT, output);
+    r.chains.set(TOP_CHAINS.FORWARD, fwd.map(toIptables));
+    r.chains.set(TOP_CHAINS.INPUT, input.map(toIptables));
+    r.chains.set(TOP_CHAINS.OUTPUT, output.map(toIptables));
   }
   return { v4: { chains: fams[0].chains }, v6: { chains: fams[1].chains }, sets, isolated };
-}
-
-/**
- * How rules name a local pod's interface: `from` matches its packets coming in, `to` those going
- * out to it (routed pods only). named=false when iptables cannot match the name exactly (ifname.ts).
- */
-function interfaceMatch(lp: LocalPod): { named: boolean; from: string; to: string } {
-  if (interfaceNameProblem(lp.hostIf) !== undefined) return { named: false, from: "", to: "" };
-  const name = interfaceArg(lp.hostIf);
-  return {
-    named: true,
-    from: lp.bridged ? `-m physdev --physdev-in ${name}` : `-i ${name}`,
-    to: `-o ${name}`,
-  };
 }
 
 /** The jump rule we own in each built-in chain. */
@@ -420,9 +355,4 @@ export function restoreTexts(d: DesiredState): { ipset: string; iptables: string
     return lines.join("\n");
   };
   return { ipset: `${ipset.join("\n")}\n`, iptables: tables(d.v4), ip6tables: tables(d.v6) };
-}
-
-export function createLine(s: RenderedSet, name = s.name): string {
-  const family = s.family === 4 ? "inet" : "inet6";
-  return `create ${name} ${s.type} family ${family} hashsize 1024 maxelem 1048576 -exist`;
 }

@@ -85,9 +85,21 @@ describe("rules repeated across the policies isolating a pod", () => {
         ),
       ],
     };
-    expect(check(c, A_CLIENT, SRV).ingress.by).toEqual({ policy: "a/a-first", rule: 0, peer: 0 });
+    expect(check(c, A_CLIENT, SRV).ingress.by).toEqual({
+      policy: "a/a-first",
+      rule: 0,
+      peer: 0,
+      action: "accept",
+      name: "",
+    });
     // Same port, a peer only the later, different rule allows: that rule is still found.
-    expect(check(c, A_OTHER, SRV).ingress.by).toEqual({ policy: "a/b-wider", rule: 0, peer: 0 });
+    expect(check(c, A_OTHER, SRV).ingress.by).toEqual({
+      policy: "a/b-wider",
+      rule: 0,
+      peer: 0,
+      action: "accept",
+      name: "",
+    });
     expect(allowed(c, A_CLIENT, SRV, 81)).toBe(false);
     // The shared verdict objects are not handed out for another flow's answer.
     const t = build(c);
@@ -111,7 +123,7 @@ describe("selectors", () => {
     };
     const v = check(c, A_CLIENT, SRV);
     expect(v.allowed).toBe(true);
-    expect(v.ingress.by).toEqual({ policy: "a/allow", rule: 0, peer: 0 });
+    expect(v.ingress.by).toEqual({ policy: "a/allow", rule: 0, peer: 0, action: "accept", name: "" });
     expect(allowed(c, B_CLIENT, SRV)).toBe(false);
     expect(allowed(c, A_OTHER, SRV)).toBe(false);
   });
@@ -167,8 +179,20 @@ describe("selectors", () => {
         ]),
       ],
     };
-    expect(check(c, B_OTHER, SRV).ingress.by).toEqual({ policy: "a/allow", rule: 0, peer: 0 });
-    expect(check(c, A_CLIENT, SRV).ingress.by).toEqual({ policy: "a/allow", rule: 0, peer: 1 });
+    expect(check(c, B_OTHER, SRV).ingress.by).toEqual({
+      policy: "a/allow",
+      rule: 0,
+      peer: 0,
+      action: "accept",
+      name: "",
+    });
+    expect(check(c, A_CLIENT, SRV).ingress.by).toEqual({
+      policy: "a/allow",
+      rule: 0,
+      peer: 1,
+      action: "accept",
+      name: "",
+    });
     expect(allowed(c, A_OTHER, SRV)).toBe(false);
   });
 
@@ -177,7 +201,7 @@ describe("selectors", () => {
       const c = { namespaces: baseNs(), pods: basePods(), policies: [ingressToSrv(from)] };
       const v = check(c, EXT, SRV);
       expect(v.allowed).toBe(true);
-      expect(v.ingress.by).toEqual({ policy: "a/allow", rule: 0, peer: -1 });
+      expect(v.ingress.by).toEqual({ policy: "a/allow", rule: 0, peer: -1, action: "accept", name: "" });
       expect(allowed(c, B_OTHER, SRV)).toBe(true);
     }
     const eg = mkPolicy("a", "eg", {
@@ -385,7 +409,7 @@ describe("ipBlock", () => {
     };
     const v = check(c, "10.1.2.3", SRV);
     expect(v.allowed).toBe(true);
-    expect(v.ingress.by).toEqual({ policy: "a/allow", rule: 0, peer: 1 });
+    expect(v.ingress.by).toEqual({ policy: "a/allow", rule: 0, peer: 1, action: "accept", name: "" });
   });
 
   it("the same except across two policies does not hide the other policy's cidr", () => {
@@ -396,7 +420,13 @@ describe("ipBlock", () => {
         ingressToSrv([{ ipBlock: { cidr: "10.1.2.0/24" } }], undefined, "p2"),
       ],
     };
-    expect(check(c, "10.1.2.3", SRV).ingress.by).toEqual({ policy: "a/p2", rule: 0, peer: 0 });
+    expect(check(c, "10.1.2.3", SRV).ingress.by).toEqual({
+      policy: "a/p2",
+      rule: 0,
+      peer: 0,
+      action: "accept",
+      name: "",
+    });
     expect(allowed(c, "10.1.3.3", SRV)).toBe(false);
   });
 
@@ -513,7 +543,8 @@ describe("ports", () => {
 
 describe("pods", () => {
   it("hostNetwork pods are never selected; they are reachable only via ipBlock", () => {
-    const hn = mkPod("a", "hn", { app: "client" }, "192.168.0.10", { hostNetwork: true });
+    // On another node than the destination: its own node would be exempt (see the next test).
+    const hn = mkPod("a", "hn", { app: "client" }, "192.168.0.10", { hostNetwork: true, nodeName: "node-2" });
     const bySel = {
       pods: [...basePods(), hn],
       policies: [ingressToSrv([{ podSelector: { matchLabels: { app: "client" } } }])],
@@ -613,6 +644,35 @@ describe("pods", () => {
     });
   });
 
+  it("the destination's own node may always reach it: its hostNetwork pods, its hostIPs, its Node addresses", () => {
+    const hn = mkPod("a", "hn", {}, "192.168.0.10", { hostNetwork: true });
+    const far = mkPod("a", "far", {}, "192.168.0.20", { hostNetwork: true, nodeName: "node-2" });
+    const srv = { ...basePods()[0], hostIPs: ["172.18.0.2"] };
+    const pods = [srv, ...basePods().slice(1), hn, far];
+    const deny = { pods, policies: [mkPolicy("a", "deny", { podSelector: {} })] };
+    const v = check(deny, "192.168.0.10", SRV);
+    expect(v.allowed).toBe(true);
+    expect(v.ingress.exempt).toBe("node");
+    expect(check(deny, "172.18.0.2", SRV).ingress.exempt).toBe("node");
+    expect(allowed(deny, "192.168.0.20", SRV)).toBe(false);
+    expect(allowed(deny, A_CLIENT, SRV)).toBe(false);
+    // Egress is never exempt: a pod reaching its own node is policed like any destination.
+    const egress = { pods, policies: [mkPolicy("a", "eg", { podSelector: {}, policyTypes: ["Egress"] })] };
+    expect(allowed(egress, SRV, "192.168.0.10")).toBe(false);
+    // A Node object's addresses count too.
+    const t = build(deny);
+    const node = { name: "node-1", labels: {}, addresses: ["172.18.0.3"] };
+    expect(decide(t, mkFlow("172.18.0.3", SRV, 80, 6)).allowed).toBe(false);
+    t.upsertNode(node);
+    const viaNode = decide(t, mkFlow("172.18.0.3", SRV, 80, 6));
+    expect(viaNode.ingress.exempt).toBe("node");
+    expect(
+      plainDecide({ ...deny, namespaces: [], nodes: [node] }, mkFlow("172.18.0.3", SRV, 80, 6)).allowed,
+    ).toBe(true);
+    t.deleteNode("node-1");
+    expect(decide(t, mkFlow("172.18.0.3", SRV, 80, 6)).allowed).toBe(false);
+  });
+
   it("the union of all isolating policies applies; `by` names the first allowing one by key", () => {
     const c = {
       pods: basePods(),
@@ -626,7 +686,8 @@ describe("pods", () => {
     expect(v.ingress).toEqual({
       result: "allowed",
       policies: ["a/a-deny", "a/b-client", "a/z-other"],
-      by: { policy: "a/b-client", rule: 0, peer: 0 },
+      tier: "namespaced",
+      by: { policy: "a/b-client", rule: 0, peer: 0, action: "accept", name: "" },
     });
     expect(check(c, A_OTHER, SRV).ingress.by?.policy).toBe("a/z-other");
   });

@@ -10,14 +10,17 @@
  *  - hostNetwork pods and terminal (Succeeded/Failed) pods are never "pods" for policy: their IPs
  *    are plain addresses, matched only by ipBlock;
  *  - when two live pods hold the same IP, a Running one wins, then the one later in the array;
- *  - a pod talking to its own IP (any of its IPs) is always allowed.
+ *  - a pod talking to its own IP (any of its IPs) is always allowed;
+ *  - the destination's own node may always reach it (ingress): an address is the node's when a Node
+ *    object lists it, a pod on that node reports it as a hostIP, or a hostNetwork pod there has it.
  */
 import { ipInCIDR, parseCIDR, parseIP } from "../../src/compiler/ip.js";
-import type { Flow, NamespaceInfo, PodInfo } from "../../src/compiler/model.js";
+import type { Flow, NamespaceInfo, NodeInfo, PodInfo } from "../../src/compiler/model.js";
 
 export interface PlainCluster {
   pods: readonly PodInfo[];
   namespaces: readonly NamespaceInfo[];
+  nodes?: readonly NodeInfo[];
   /** Raw NetworkPolicy objects (networking.k8s.io/v1), as a manifest or the API would give them. */
   policies: readonly unknown[];
 }
@@ -179,6 +182,18 @@ function evaluateSide(
   return allowed ? "allowed" : "denied";
 }
 
+function isAddressOfNode(cluster: PlainCluster, ip: string, node: string): boolean {
+  if (!node) return false;
+  const canonical = parseIP(ip)?.text ?? ip;
+  if ((cluster.nodes ?? []).some((n) => n.name === node && n.addresses.includes(canonical))) return true;
+  return cluster.pods.some(
+    (p) =>
+      p.nodeName === node &&
+      ((p.hostIPs ?? []).includes(canonical) ||
+        (p.hostNetwork && p.phase !== "Succeeded" && p.phase !== "Failed" && p.ips.includes(canonical))),
+  );
+}
+
 export function plainDecide(cluster: PlainCluster, flow: Flow): PlainVerdict {
   const srcPod = podAt(cluster, flow.src);
   const dstPod = podAt(cluster, flow.dst);
@@ -188,8 +203,10 @@ export function plainDecide(cluster: PlainCluster, flow: Flow): PlainVerdict {
   const egress = srcPod
     ? evaluateSide(cluster, srcPod, "Egress", flow, dstPod, flow.dst, dstPod)
     : "not-isolated";
-  const ingress = dstPod
+  let ingress = dstPod
     ? evaluateSide(cluster, dstPod, "Ingress", flow, srcPod, flow.src, dstPod)
     : "not-isolated";
+  if (ingress === "denied" && dstPod && isAddressOfNode(cluster, flow.src, dstPod.nodeName))
+    ingress = "allowed";
   return { allowed: egress !== "denied" && ingress !== "denied", ingress, egress };
 }

@@ -8,14 +8,25 @@
  * May not: compile or program anything.
  */
 import { type FSWatcher, readFileSync, statSync, watch } from "node:fs";
-import type { NamespaceInfo, PodInfo } from "../../compiler/model.js";
+import { POLICY_KINDS } from "../../compiler/kinds/index.js";
+import type { NamespaceInfo, NodeInfo, PodInfo } from "../../compiler/model.js";
+import type { PolicyKind } from "../../compiler/rule-model.js";
 import type { ClusterSink, ClusterSource, ObjectKind, SourceStatus } from "../cluster-events.js";
-import { emptyManifestSet, expandManifestPaths, ManifestError, parseManifests } from "./manifests.js";
+import {
+  emptyManifestSet,
+  expandManifestPaths,
+  ManifestError,
+  type ManifestPolicy,
+  parseManifests,
+} from "./manifests.js";
+
+const POLICY_KIND_NAMES = Object.keys(POLICY_KINDS) as PolicyKind[];
 
 type Entry =
   | { kind: "Namespace"; key: string; obj: NamespaceInfo; text: string }
+  | { kind: "Node"; key: string; obj: NodeInfo; text: string }
   | { kind: "Pod"; key: string; obj: PodInfo; text: string }
-  | { kind: "NetworkPolicy"; key: string; obj: Record<string, unknown>; text: string };
+  | { kind: PolicyKind; key: string; obj: ManifestPolicy; text: string };
 
 export class FileSource implements ClusterSource {
   private sink: ClusterSink | undefined;
@@ -113,14 +124,20 @@ export class FileSource implements ClusterSource {
         const key = `${pod.namespace}/${pod.name}`;
         entries.set(`Pod:${key}`, { kind: "Pod", key, obj: pod, text: JSON.stringify(pod) });
       }
+      for (const node of set.nodes)
+        entries.set(`Node:${node.name}`, {
+          kind: "Node",
+          key: node.name,
+          obj: node,
+          text: JSON.stringify(node),
+        });
       for (const pol of set.policies) {
-        const meta = pol.metadata as { name: string; namespace?: string };
-        const key = `${meta.namespace || "default"}/${meta.name}`;
-        entries.set(`NetworkPolicy:${key}`, {
-          kind: "NetworkPolicy",
+        const key = pol.namespace ? `${pol.namespace}/${pol.name}` : pol.name;
+        entries.set(`${pol.kind}:${key}`, {
+          kind: pol.kind,
           key,
           obj: pol,
-          text: JSON.stringify(pol),
+          text: JSON.stringify(pol.obj),
         });
       }
       next.set(file, entries);
@@ -128,25 +145,24 @@ export class FileSource implements ClusterSource {
     this.perFile = next;
     const all = new Map<string, Entry>();
     for (const entries of next.values()) for (const [k, e] of entries) all.set(k, e);
-    // Namespaces first so pods and policies land in labelled namespaces; deletes last.
-    const order: Entry["kind"][] = ["Namespace", "Pod", "NetworkPolicy"];
+    // Namespaces and nodes first so pods and policies land in labelled ones; deletes last.
+    const order: Entry["kind"][] = ["Namespace", "Node", "Pod", ...POLICY_KIND_NAMES];
     for (const kind of order) {
       for (const [k, e] of all) {
         if (e.kind !== kind || this.emitted.get(k)?.text === e.text) continue;
         if (e.kind === "Namespace") sink.upsertNamespace(e.obj);
+        else if (e.kind === "Node") sink.upsertNode(e.obj);
         else if (e.kind === "Pod") sink.upsertPod(e.obj);
-        else sink.upsertPolicy(e.obj);
+        else sink.upsertPolicy(e.obj.obj, e.obj.kind);
       }
     }
     for (const kind of [...order].reverse()) {
       for (const [k, e] of this.emitted) {
         if (e.kind !== kind || all.has(k)) continue;
         if (e.kind === "Namespace") sink.deleteNamespace(e.key);
+        else if (e.kind === "Node") sink.deleteNode(e.key);
         else if (e.kind === "Pod") sink.deletePod(e.obj.namespace, e.obj.name);
-        else {
-          const [ns, name] = e.key.split("/");
-          sink.deletePolicy(ns, name);
-        }
+        else sink.deletePolicy(e.obj.namespace, e.obj.name, e.obj.kind);
       }
     }
     this.emitted = all;

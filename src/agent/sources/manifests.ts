@@ -1,18 +1,26 @@
 /**
  * manifests: Kubernetes manifest files (multi-document YAML or JSON, `kind: List`) -> cluster objects.
  *
- * Owns: parsing, splitting and sorting objects into Namespaces, Pods and NetworkPolicies, and errors
- * that name the file, the line, the object and the field. Policies are validated here (compilePolicy)
- * so a bad one is reported with its file before anything is compiled or programmed.
- * May not: build tables or touch the kernel; `simulate`, `render`, the lab and the file source call it.
+ * Owns: reading YAML exactly where kubectl and podwall agree, and refusing the rest. kubectl reads
+ * YAML 1.1 (`0120` is 80, `yes` is true) where a YAML 1.2 reader sees 120 and "yes"; each document
+ * is parsed both ways and a document the two read differently is an error naming the field, never a
+ * guess. Aliases are bounded (no expansion bombs), cycles refused. Objects are sorted into
+ * Namespaces, Pods, Nodes and the policy kinds, each validated as the API server and kubectl would
+ * (metadata, strict fields for the policy kinds), with errors naming the file, line, object and field.
+ * Also `tableFromManifests`: the one place a whole set becomes a compiled table (simulate, render,
+ * the lab, the demo).
+ * May not: touch the kernel. Every error it raises is a ManifestError: a bad file is reported, it
+ * never escapes as a crash.
  */
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { LineCounter, parseAllDocuments } from "yaml";
 import { InputError } from "../../compiler/errors.js";
-import type { NamespaceInfo, PodInfo } from "../../compiler/model.js";
-import { namespaceFromK8s, podFromK8s } from "../../compiler/normalize.js";
-import { compilePolicy } from "../../compiler/policy.js";
+import { isObj, type Obj } from "../../compiler/k8s-meta.js";
+import { compilePolicyObject, FROM_MANIFEST, isPolicyKind } from "../../compiler/kinds/index.js";
+import type { NamespaceInfo, NodeInfo, PodInfo } from "../../compiler/model.js";
+import { namespaceFromK8s, nodeFromK8s, podFromK8s } from "../../compiler/normalize.js";
+import type { PolicyKind } from "../../compiler/rule-model.js";
 import { PolicyTable } from "../../compiler/table.js";
 
 export class ManifestError extends Error {
@@ -26,19 +34,25 @@ export class ManifestError extends Error {
   }
 }
 
+export interface ManifestPolicy {
+  kind: PolicyKind;
+  /** Namespace ("" for cluster-scoped kinds) and name, as validated. */
+  namespace: string;
+  name: string;
+  obj: Obj;
+}
+
 export interface ManifestSet {
   namespaces: NamespaceInfo[];
   pods: PodInfo[];
-  /** Raw NetworkPolicy objects, already validated. */
-  policies: Record<string, unknown>[];
+  nodes: NodeInfo[];
+  /** Policy objects of every kind, already validated. */
+  policies: ManifestPolicy[];
   warnings: string[];
 }
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => v !== null && typeof v === "object" && !Array.isArray(v);
-
 export function emptyManifestSet(): ManifestSet {
-  return { namespaces: [], pods: [], policies: [], warnings: [] };
+  return { namespaces: [], pods: [], nodes: [], policies: [], warnings: [] };
 }
 
 /** A bad object met in tolerant mode: which one, so its last good version can be held. */
@@ -49,9 +63,57 @@ export interface ObjectProblem {
   error: ManifestError;
 }
 
+const MAX_ALIASES = 100;
+const MAX_DEPTH = 64;
+
+/** The first path where two parses differ, or undefined when they agree. */
+function firstDifference(a: unknown, b: unknown, path: string): string | undefined {
+  if (Object.is(a, b)) return undefined;
+  if (Array.isArray(a) && Array.isArray(b)) {
+    if (a.length !== b.length) return path || "(document)";
+    for (let i = 0; i < a.length; i++) {
+      const d = firstDifference(a[i], b[i], `${path}[${i}]`);
+      if (d !== undefined) return d;
+    }
+    return undefined;
+  }
+  if (isObj(a) && isObj(b)) {
+    const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+    for (const k of keys) {
+      const d = firstDifference(a[k], b[k], path ? `${path}.${k}` : k);
+      if (d !== undefined) return d;
+    }
+    return undefined;
+  }
+  return path || "(document)";
+}
+
+function at(v: unknown, path: string): unknown {
+  let cur = v;
+  for (const m of path.matchAll(/([^.[\]]+)|\[(\d+)\]/g)) {
+    if (cur === null || typeof cur !== "object") return undefined;
+    cur = (cur as Record<string, unknown>)[m[1] ?? m[2]];
+  }
+  return cur;
+}
+
+/** Refuse cyclic or absurdly deep values (a self-referencing alias), before anything walks them. */
+function checkShape(v: unknown, depth: number, stack: Set<object>): string | undefined {
+  if (v === null || typeof v !== "object") return undefined;
+  if (depth > MAX_DEPTH) return `nested deeper than ${MAX_DEPTH} levels`;
+  if (stack.has(v)) return "an alias refers to itself (a cycle)";
+  stack.add(v);
+  for (const child of Array.isArray(v) ? v : Object.values(v)) {
+    const e = checkShape(child, depth + 1, stack);
+    if (e) return e;
+  }
+  stack.delete(v);
+  return undefined;
+}
+
 /**
- * Parse one file's text into `into`. Throws ManifestError on malformed YAML, and on the first bad
- * object unless `onProblem` is given, in which case bad objects are reported and skipped.
+ * Parse one file's text into `into`. Throws ManifestError on malformed or ambiguous YAML, and on the
+ * first bad object unless `onProblem` is given, in which case bad objects are reported and skipped.
  */
 export function parseManifests(
   text: string,
@@ -60,28 +122,59 @@ export function parseManifests(
   onProblem?: (p: ObjectProblem) => void,
 ): ManifestSet {
   const lc = new LineCounter();
-  const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
-  const list = Array.isArray(docs) ? docs : [docs];
-  for (const doc of list) {
+  let docs12: ReturnType<typeof parseAllDocuments>;
+  let docs11: ReturnType<typeof parseAllDocuments>;
+  try {
+    const src = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+    docs12 = parseAllDocuments(src, { lineCounter: lc, prettyErrors: false, merge: true, uniqueKeys: true });
+    docs11 = parseAllDocuments(src, { version: "1.1", prettyErrors: false, merge: true, uniqueKeys: true });
+  } catch (e) {
+    throw new ManifestError(file, undefined, `malformed YAML: ${(e as Error).message.split("\n")[0]}`);
+  }
+  const list12 = Array.isArray(docs12) ? docs12 : [docs12];
+  const list11 = Array.isArray(docs11) ? docs11 : [docs11];
+  list12.forEach((doc, i) => {
     if (doc.errors.length > 0) {
       const e = doc.errors[0];
       const line = e.linePos?.[0]?.line ?? lc.linePos(e.pos[0]).line;
       throw new ManifestError(file, line, `malformed YAML: ${e.message.split("\n")[0]}`);
     }
     const line = doc.range ? lc.linePos(doc.contents?.range?.[0] ?? doc.range[0]).line : undefined;
-    const value = doc.toJS({ maxAliasCount: 100 });
-    if (value === null || value === undefined) continue;
+    let value: unknown;
+    let value11: unknown;
+    try {
+      value = doc.toJS({ maxAliasCount: MAX_ALIASES });
+      value11 = list11[i]?.toJS({ maxAliasCount: MAX_ALIASES });
+    } catch (e) {
+      throw new ManifestError(file, line, `malformed YAML: ${(e as Error).message.split("\n")[0]}`);
+    }
+    const shape = checkShape(value, 0, new Set());
+    if (shape) throw new ManifestError(file, line, `malformed YAML: ${shape}`);
+    const diff = firstDifference(value, value11, "");
+    if (diff !== undefined) {
+      const fmt = (v: unknown) =>
+        typeof v === "string" ? JSON.stringify(v) : String(JSON.stringify(v) ?? v);
+      throw new ManifestError(
+        file,
+        line,
+        `ambiguous YAML at ${diff}: kubectl (YAML 1.1) reads ${fmt(at(value11, diff))} where YAML 1.2 reads ${fmt(at(value, diff))}; write it so both agree (quote a string, drop a leading zero)`,
+      );
+    }
+    if (value === null || value === undefined) return;
     addObject(value, file, line, into, onProblem);
-  }
+  });
   return into;
 }
 
-function objectKey(value: Obj): string {
+function objectKey(kind: string, value: Obj): string {
   const meta = isObj(value.metadata) ? value.metadata : {};
   const name = typeof meta.name === "string" ? meta.name : "";
-  if (value.kind === "Namespace" || !name) return name;
+  if (kind === "Namespace" || kind === "Node" || (isPolicyKind(kind) && kind !== "NetworkPolicy") || !name)
+    return name;
   return `${typeof meta.namespace === "string" && meta.namespace ? meta.namespace : "default"}/${name}`;
 }
+
+const MANIFEST = { requireTypeMeta: true };
 
 function addObject(
   value: unknown,
@@ -92,37 +185,44 @@ function addObject(
 ): void {
   if (!isObj(value))
     throw new ManifestError(file, line, "a document must be a Kubernetes object (a mapping)");
-  const kind = value.kind;
-  if (typeof kind !== "string") throw new ManifestError(file, line, "object has no kind");
+  const kind = Object.hasOwn(value, "kind") ? value.kind : undefined;
+  if (typeof kind !== "string" || kind === "") throw new ManifestError(file, line, "object has no kind");
   if (kind === "List" || kind.endsWith("List")) {
     if (!Array.isArray(value.items)) throw new ManifestError(file, line, `${kind} has no items list`);
     for (const item of value.items) addObject(item, file, line, into, onProblem);
     return;
   }
   try {
+    if (isPolicyKind(kind)) {
+      const spec = compilePolicyObject(kind, value, FROM_MANIFEST);
+      into.policies.push({ kind, namespace: spec.namespace, name: spec.name, obj: value });
+      for (const n of spec.notEnforced)
+        into.warnings.push(`${file}${line ? `:${line}` : ""}: ${kind} ${spec.name}: ${n}`);
+      return;
+    }
     switch (kind) {
       case "Namespace":
-        into.namespaces.push(namespaceFromK8s(value));
+        into.namespaces.push(namespaceFromK8s(value, MANIFEST));
         return;
       case "Pod":
-        into.pods.push(podFromK8s(value));
+        into.pods.push(podFromK8s(value, MANIFEST));
         return;
-      case "NetworkPolicy":
-        compilePolicy(value);
-        into.policies.push(value);
+      case "Node":
+        into.nodes.push(nodeFromK8s(value, MANIFEST));
         return;
       default: {
         const meta = isObj(value.metadata) ? value.metadata : {};
         into.warnings.push(
-          `${file}${line ? `:${line}` : ""}: ignoring ${kind} ${String(meta.name ?? "")} (podwall reads Namespaces, Pods and NetworkPolicies)`,
+          `${file}${line ? `:${line}` : ""}: ignoring ${kind} ${String(meta.name ?? "")} (podwall reads Namespaces, Pods, Nodes, NetworkPolicies and the ClusterNetworkPolicy kinds)`,
         );
       }
     }
   } catch (e) {
-    if (!(e instanceof InputError)) throw e;
+    if (!(e instanceof InputError))
+      throw new ManifestError(file, line, `cannot read ${kind}: ${(e as Error).message}`);
     const err = new ManifestError(file, line, e.message);
     if (!onProblem) throw err;
-    onProblem({ kind, key: objectKey(value), error: err });
+    onProblem({ kind, key: objectKey(kind, value), error: err });
   }
 }
 
@@ -170,7 +270,8 @@ export function loadManifestFiles(paths: readonly string[]): ManifestSet {
 export function tableFromManifests(set: ManifestSet): PolicyTable {
   const table = new PolicyTable();
   for (const ns of set.namespaces) table.upsertNamespace(ns);
+  for (const node of set.nodes) table.upsertNode(node);
   for (const pod of set.pods) table.upsertPod(pod);
-  for (const pol of set.policies) table.upsertPolicy(pol);
+  for (const pol of set.policies) table.upsertPolicy(pol.obj, FROM_MANIFEST, pol.kind);
   return table;
 }
