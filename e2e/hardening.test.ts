@@ -42,21 +42,21 @@ metadata: { name: x }
 apiVersion: v1
 kind: Pod
 metadata: { name: a, namespace: x, labels: { app: a } }
-spec: { nodeName: n, containers: [{ name: c }] }
+spec: { nodeName: node-1, containers: [{ name: c }] }
 status: { phase: Running, podIP: ${A} }
 ---
 apiVersion: v1
 kind: Pod
 metadata: { name: b, namespace: x, uid: b-uid, labels: { app: b } }
 spec:
-  nodeName: n
+  nodeName: node-1
   containers: [{ name: c, ports: [{ containerPort: 80 }, { containerPort: 5353, protocol: UDP }] }]
 status: { phase: Running, podIP: ${B} }
 ---
 apiVersion: v1
 kind: Pod
 metadata: { name: c, namespace: x, uid: c-uid, labels: { app: c } }
-spec: { nodeName: n, containers: [{ name: c }] }
+spec: { nodeName: node-1, containers: [{ name: c }] }
 status: { phase: Running, podIP: ${C} }
 `;
 const policy = (ports: string) => `
@@ -151,7 +151,7 @@ async function node(labName: string): Promise<Node> {
 
 /** The agent as the DaemonSet runs it, in the lab node's netns; its log lines go to `logs`. */
 function startAgent(n: Node, caps: string[], extra: string[], logs: Record<string, unknown>[]): ChildProcess {
-  const args = ["agent", "--source", join(n.dir, "cluster"), "--node-name", "n"];
+  const args = ["agent", "--source", join(n.dir, "cluster"), "--node-name", "node-1"];
   args.push("--health-addr", "127.0.0.1:9473", "--metrics-addr", "127.0.0.1:9472", "--batch-delay-ms", "20");
   args.push("--cni-socket", join(n.dir, "run", "cni.sock"), "--cni-conf-dir", join(n.dir, "net.d"), ...extra);
   const writable = [join(n.dir, "run"), join(n.dir, "net.d"), "/run/xtables.lock"];
