@@ -77,8 +77,9 @@ const CLOSED = "{ port: 80 }";
 const CONTAINER = `set -eu
 caps=$1; rw=$2; shift 2
 for mp in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
-  case "$mp" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;; esac
-  mount -o remount,bind,ro "$mp"
+  case "$mp" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|/run/netns/*) continue;; esac
+  # A mount that vanished meanwhile (another process's netns going away) is fine; any other failure is not.
+  mount -o remount,bind,ro "$mp" || ! awk '{print $5}' /proc/self/mountinfo | grep -qxF "$mp" || exit 98
 done
 for d in $rw; do mount --bind "$d" "$d"; mount -o remount,bind,rw "$d"; done
 if touch /.podwall-ro-check 2>/dev/null; then rm -f /.podwall-ro-check; echo "root still writable" >&2; exit 99; fi
