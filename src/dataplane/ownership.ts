@@ -6,7 +6,7 @@
  * - a chain is ours iff its name is one podwall generates: PODWALL-FORWARD, -INPUT, -OUTPUT,
  *   -NOADDR, -DENY-LIMITED, PODWALL-ING-/PODWALL-EGR- plus 16 hex digits (a hash), or a pod's tier
  *   chain PODWALL-INGN-/INGB-/EGRN-/EGRB- plus 15 hex digits;
- * - an ipset is ours iff its name is PODWALL-, an optional T (the applier's swap temporary), S, D,
+ * - an ipset is ours iff its name is PODWALL-, an optional T (the applier's swap temporary), S, D, F,
  *   B or N, the family (4 or 6), a dash and 16 hex digits;
  * A new kind of object needs its name here first: the applier refuses to create a name outside
  * this grammar (it could not tell it apart from a foreign one later).
@@ -20,7 +20,7 @@
 
 const CHAIN =
   /^PODWALL-(?:FORWARD|INPUT|OUTPUT|NOADDR|DENY-LIMITED|(?:ING|EGR)-[0-9a-f]{16}|(?:ING|EGR)[NB]-[0-9a-f]{15})$/;
-const SET = /^PODWALL-T?[SDBN][46]-[0-9a-f]{16}$/;
+const SET = /^PODWALL-T?[SDBNF][46]-[0-9a-f]{16}$/;
 const TARGET = /(?:^| )-[jg] (\S+)/;
 
 export function ownsChain(name: string): boolean {
