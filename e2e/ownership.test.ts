@@ -6,7 +6,9 @@
  * restarted applier without a rewrite and removed by cleanup.
  * Runs as root; every lab is removed in afterAll, also when a test fails.
  */
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadManifestFiles, tableFromManifests } from "../src/agent/sources/manifests.js";
 import { labLocalPods } from "../src/cli/lab.js";
 import { KernelApplier } from "../src/dataplane/apply.js";
 import { run } from "../src/dataplane/exec.js";
@@ -127,6 +129,9 @@ describe("ownership grammar", () => {
       "PODWALL-NOADDR",
       "PODWALL-ING-0123456789abcdef",
       "PODWALL-EGR-ffffffffffffffff",
+      "PODWALL-INGN-0123456789abcde",
+      "PODWALL-EGRB-0123456789abcde",
+      "PODWALL-DENY-LIMITED",
     ])
       expect(ownsChain(c)).toBe(true);
     for (const c of [
@@ -141,9 +146,24 @@ describe("ownership grammar", () => {
       "PODWALL-S4-0123456789abcdef",
       "PODWALL-TN6-0123456789abcdef",
       "PODWALL-B6-0123456789abcdef",
+      "PODWALL-D4-0123456789abcdef",
+      "PODWALL-F6-0123456789abcdef",
     ])
       expect(ownsSet(s)).toBe(true);
     for (const s of ["PODWALL-Y", "PODWALL-S4-x", "PODWALL-X4-0123456789abcdef", "other"])
       expect(ownsSet(s)).toBe(false);
+  });
+
+  it("covers every name the renderer makes (the demo cluster: tiers, named ports, ipBlocks)", () => {
+    const set = loadManifestFiles([join(import.meta.dirname, "..", "examples", "demo")]);
+    const table = tableFromManifests(set);
+    const local = set.pods.map((p, i) => ({ key: `${p.namespace}/${p.name}`, hostIf: `veth${i}` }));
+    for (const dataplane of ["iptables", "nfqueue"] as const) {
+      const d = renderNode(table, local, { dataplane });
+      const chains = [...d.v4.chains.keys(), ...d.v6.chains.keys()];
+      expect(chains.length).toBeGreaterThan(3);
+      expect(chains.filter((c) => !ownsChain(c))).toEqual([]);
+      expect([...d.sets.keys()].filter((n) => !ownsSet(n))).toEqual([]);
+    }
   });
 });
