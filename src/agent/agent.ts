@@ -40,6 +40,7 @@ export class Agent {
   source!: ClusterSource;
   applier!: KernelApplier;
   private server: Server | undefined;
+  private healthServer: Server | undefined;
   private cniServer: Server | undefined;
   cni: CniAdmission | undefined;
   private cniKeeper: CniChainKeeper | undefined;
@@ -62,7 +63,7 @@ export class Agent {
 
   /** The health server is up: /healthz can tell the kubelet that start-up failed. */
   get servingHealth(): boolean {
-    return this.server !== undefined;
+    return this.server !== undefined || this.healthServer !== undefined;
   }
 
   async start(): Promise<void> {
@@ -103,7 +104,7 @@ export class Agent {
     this.reconciler = new Reconciler({
       table: this.table,
       applier: this.applier,
-      local: new RoutedLocalPods({ nodeName: o.nodeName, keys, netns }),
+      local: new RoutedLocalPods({ nodeName: o.nodeName, keys, netns, log: this.log, metrics: this.metrics }),
       render: {
         dataplane: o.dataplane,
         queueNum: o.queueNum,
@@ -116,6 +117,7 @@ export class Agent {
       log: this.log,
       batchDelayMs: o.batchDelayMs,
       resyncIntervalMs: o.resyncSeconds * 1000,
+      failClosedOnRejected: !o.source,
       beforeApply: this.nfqueue ? (t) => this.nfqueue!.publish(t) : undefined,
       afterSync: this.revoker ? () => this.revoker!.request() : undefined,
     });
@@ -133,14 +135,15 @@ export class Agent {
     this.liveness.start();
     this.statusTimer = setInterval(() => this.exportSourceStatus(), 2000);
     this.statusTimer.unref();
-    if (o.metricsAddr) {
-      this.server = await startHealthServer(o.metricsAddr, this.metrics.registry, {
-        alive: () => this.liveness.check().alive,
-        aliveDetail: () => this.liveness.check().reason,
-        ready: () => this.reconciler.ready() && (this.nfqueue?.ready() ?? true),
-        detail: () => this.readiness(),
-      });
-    }
+    const probe = {
+      alive: () => this.liveness.check().alive,
+      aliveDetail: () => this.liveness.check().reason,
+      ready: () => this.reconciler.ready() && (this.nfqueue?.ready() ?? true),
+      detail: () => this.readiness(),
+    };
+    if (o.metricsAddr) this.server = await startHealthServer(o.metricsAddr, this.metrics.registry, probe);
+    if (o.healthAddr && o.healthAddr !== o.metricsAddr)
+      this.healthServer = await startHealthServer(o.healthAddr, undefined, probe);
     this.log.info(
       {
         node: o.nodeName,
@@ -150,6 +153,7 @@ export class Agent {
         backend,
         dataplane: o.dataplane,
         metrics: o.metricsAddr,
+        health: o.healthAddr,
       },
       "podwall agent starting",
     );
@@ -158,7 +162,7 @@ export class Agent {
     } catch (e) {
       // The process stays up with its kernel state in force; /healthz now fails, so the kubelet
       // restarts the agent rather than leaving it alive and inert.
-      if (this.server) {
+      if (this.servingHealth) {
         this.liveness.fatal(e as Error);
         this.log.error({ err: (e as Error).message }, "start-up failed; /healthz reports it");
       }
@@ -213,6 +217,7 @@ export class Agent {
     this.liveness.stop();
     if (this.statusTimer) clearInterval(this.statusTimer);
     this.server?.close();
+    this.healthServer?.close();
     this.cniServer?.close();
     this.cniKeeper?.stop();
     if (this.opts.cleanupOnExit) {

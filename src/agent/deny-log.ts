@@ -12,7 +12,7 @@
  * May not: decide or attribute anything; callers pass what the dataplane's verdict said.
  */
 import { performance } from "node:perf_hooks";
-import { PROTO_NAMES } from "../compiler/model.js";
+import { type Direction, PROTO_NAMES } from "../compiler/model.js";
 
 export type DenyEventKind = "deny" | "audit-deny";
 export type Tier = "admin" | "namespaced" | "baseline";
@@ -31,7 +31,7 @@ export interface DenyEntry {
   /** IP protocol number. */
   proto: number;
   /** "unknown" when the caller could not tell which side denied. */
-  direction: "ingress" | "egress" | "unknown";
+  direction: Direction | "unknown";
   policies: readonly string[];
   tier?: Tier;
   rule?: { index: number; name?: string };
@@ -48,7 +48,7 @@ export interface DenyLine {
   dstIP: string;
   port: number;
   protocol: string;
-  direction: "ingress" | "egress" | "unknown";
+  direction: Direction | "unknown";
   policies: string[];
   tier?: Tier;
   rule?: { index: number; name?: string };
@@ -132,8 +132,8 @@ export class DenyLog {
   private written = 0;
   private suppressedTotal = 0;
 
-  constructor(private readonly o: DenyLogOptions) {
-    this.bucket = new TokenBucket(o.ratePerSec, o.burst ?? o.ratePerSec, o.now);
+  constructor(private readonly opts: DenyLogOptions) {
+    this.bucket = new TokenBucket(opts.ratePerSec, opts.burst ?? opts.ratePerSec, opts.now);
   }
 
   /** Write the entry's line unless the limit says no; returns the line written, if any. */
@@ -141,13 +141,13 @@ export class DenyLog {
     if (!this.bucket.take()) {
       this.suppressed++;
       this.suppressedTotal++;
-      this.o.onSuppressed?.();
+      this.opts.onSuppressed?.();
       return undefined;
     }
     const line = denyLine(e, this.suppressed);
     this.suppressed = 0;
     this.written++;
-    this.o.log.info(line, denyMessage(line));
+    this.opts.log.info(line, denyMessage(line));
     return line;
   }
 

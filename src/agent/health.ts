@@ -1,8 +1,10 @@
 /**
- * health: the agent's one HTTP server: /metrics (Prometheus text), /healthz (the liveness watchdog:
+ * health: the agent's HTTP listeners: /metrics (Prometheus text), /healthz (the liveness watchdog:
  * the main loop can make progress; not tied to sync success, so a failing sync is reported, not
  * restarted away), /readyz (the first complete sync is programmed, syncs are succeeding, and in
- * nfqueue mode a verdict process is bound to every queue).
+ * nfqueue mode a verdict process is bound to every queue). The metrics listener serves all three; a
+ * health-only listener (no registry) serves the probes alone, so the kubelet can probe loopback
+ * while /metrics is exposed elsewhere.
  * May not: change agent state; it only reads.
  */
 import { createServer, type Server } from "node:http";
@@ -19,7 +21,7 @@ export interface HealthProbe {
 
 export async function startHealthServer(
   addr: string,
-  registry: Registry,
+  registry: Registry | undefined,
   probe: HealthProbe,
 ): Promise<Server> {
   const i = addr.lastIndexOf(":");
@@ -28,7 +30,7 @@ export async function startHealthServer(
   const server = createServer(async (req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     try {
-      if (path === "/metrics") {
+      if (path === "/metrics" && registry) {
         const body = await registry.metrics();
         res.writeHead(200, { "content-type": registry.contentType }).end(body);
       } else if (path === "/healthz") {
@@ -44,7 +46,7 @@ export async function startHealthServer(
       } else {
         res
           .writeHead(404, { "content-type": "text/plain" })
-          .end("not found: try /metrics, /healthz, /readyz\n");
+          .end(`not found: try ${registry ? "/metrics, " : ""}/healthz, /readyz\n`);
       }
     } catch (e) {
       res.writeHead(500, { "content-type": "text/plain" }).end(`${(e as Error).message}\n`);

@@ -14,6 +14,8 @@ export interface AgentOptions {
   source?: string;
   lab?: string;
   metricsAddr?: string;
+  /** A second listener with /healthz and /readyz only (probes on loopback, metrics elsewhere). */
+  healthAddr?: string;
   dataplane: DataplaneMode;
   queueNum: number;
   /** nfqueue: queues (and pinned verdict threads), one per CPU by default. */
@@ -42,7 +44,8 @@ export interface AgentOptions {
 
 /** Every default the agent has; `queueThreads` is per machine (one per CPU, at most 8). */
 export const AGENT_DEFAULTS = {
-  metricsAddr: "0.0.0.0:9472",
+  // Loopback: anything that reaches this address reads the metrics (the DaemonSet sets the node IP).
+  metricsAddr: "127.0.0.1:9472",
   dataplane: "iptables",
   queueNum: DEFAULT_QUEUE_NUM,
   failOpen: true,

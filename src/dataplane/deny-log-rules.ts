@@ -20,6 +20,7 @@
  * The prefix holds a short opaque identifier of the deciding policy or rule, chosen by the renderer.
  * Pure: strings in, strings out. May not: run commands.
  */
+import type { Direction } from "../compiler/model.js";
 
 export const DENY_LIMITED_CHAIN = "PODWALL-DENY-LIMITED";
 /** Marks a prefix as podwall's, so records from anyone else's rules on the group are told apart. */
@@ -35,8 +36,6 @@ export const DENY_LOG_ID_MAX = NFLOG_PREFIX_MAX_BYTES - NFLOG_PREFIX_MARKER.leng
  * written: no spaces, quotes, backslashes or '#'.
  */
 const ID_RE = /^[A-Za-z0-9._:/=+,@-]+$/;
-
-export type Direction = "ingress" | "egress";
 
 export interface DenyLogRuleOptions {
   /** NFLOG group the agent's reader binds, 0..65535. */
