@@ -1,7 +1,8 @@
 /**
  * agent: the per-node process: a cluster source feeding the reconciler, which programs the kernel;
  * the health/metrics server and its liveness watchdog; the optional NFQUEUE verdict process
- * (supervised); clean shutdown. docs/design/agent-lifecycle.md draws the wiring.
+ * (supervised); deny logs (one line shape and one line limit for both dataplanes; in iptables mode
+ * the NFLOG reader and the kernel's rule counters); clean shutdown. docs/design/agent-lifecycle.md draws the wiring.
  *
  * Owns: wiring and lifecycle. Start-up adopts whatever PODWALL- state a previous run left (the
  * applier diffs against the kernel, never flushes first), so a restart opens no window. A start-up
@@ -20,11 +21,14 @@ import type { ClusterSink, ClusterSource } from "./cluster-events.js";
 import { CniAdmission } from "./cni-admission.js";
 import { CniChainKeeper } from "./cni-chain-keeper.js";
 import { startCniServer } from "./cni-server.js";
+import { DenyLog } from "./deny-log.js";
 import { startHealthServer } from "./health.js";
+import { KernelCounters } from "./kernel-counters.js";
 import { Liveness } from "./liveness.js";
 import { RoutedLocalPods } from "./local-pods.js";
 import { createLogger, type Logger } from "./log.js";
 import { createMetrics, type Metrics } from "./metrics.js";
+import { NflogDenyLogs } from "./nflog-deny-logs.js";
 import { NfqueueVerdicts } from "./nfqueue-verdicts.js";
 import { AGENT_DEFAULTS, type AgentOptions } from "./options.js";
 import { Reconciler } from "./reconciler.js";
@@ -46,6 +50,8 @@ export class Agent {
   private cniKeeper: CniChainKeeper | undefined;
   private revoker: EstablishedRevoker | undefined;
   private nfqueue: NfqueueVerdicts | undefined;
+  private nflog: NflogDenyLogs | undefined;
+  private counters: KernelCounters | undefined;
   readonly liveness: Liveness;
   private statusTimer: NodeJS.Timeout | undefined;
 
@@ -83,6 +89,12 @@ export class Agent {
     }
     this.applier = new KernelApplier({ netns });
     const backend = await this.applier.detectBackend();
+    // The one deny line and its one limit, for whichever dataplane reports denies.
+    const denyLog = new DenyLog({
+      log: this.log,
+      ratePerSec: o.denyLogPerSecond,
+      onSuppressed: () => this.metrics.denyLogsSuppressed.inc(),
+    });
     if (o.dataplane === "nfqueue") {
       this.nfqueue = new NfqueueVerdicts({
         queueNum: o.queueNum,
@@ -91,8 +103,25 @@ export class Agent {
         netns,
         metrics: this.metrics,
         log: this.log,
-        denyLogPerSecond: o.denyLogPerSecond,
+        denyLog,
       });
+    } else {
+      this.counters = new KernelCounters({
+        netns,
+        backend,
+        intervalMs: o.kernelCountersSeconds * 1000,
+        metrics: this.metrics,
+        log: this.log,
+      });
+      if (o.denyLogPodRate > 0)
+        this.nflog = new NflogDenyLogs({
+          group: o.nflogGroup,
+          netns,
+          table: this.table,
+          denyLog,
+          metrics: this.metrics,
+          log: this.log,
+        });
     }
     if (o.revokeEstablished)
       this.revoker = new EstablishedRevoker({
@@ -112,6 +141,9 @@ export class Agent {
         queueBypass: o.failOpen,
         denyAction: o.denyAction,
         serviceCIDRs: o.serviceCIDRs,
+        denyLog: this.nflog
+          ? { group: o.nflogGroup, ratePerSec: o.denyLogPodRate, burst: o.denyLogPodBurst }
+          : undefined,
       },
       metrics: this.metrics,
       log: this.log,
@@ -119,7 +151,11 @@ export class Agent {
       resyncIntervalMs: o.resyncSeconds * 1000,
       failClosedOnRejected: !o.source,
       beforeApply: this.nfqueue ? (t) => this.nfqueue!.publish(t) : undefined,
-      afterSync: this.revoker ? () => this.revoker!.request() : undefined,
+      rendered: this.nflog ? (d) => this.nflog!.learn(d.logIds) : undefined,
+      afterSync: (_stats, desired) => {
+        this.counters?.applied(desired);
+        this.revoker?.request();
+      },
     });
     this.source = o.source
       ? new FileSource(o.source, {
@@ -141,6 +177,7 @@ export class Agent {
       ready: () => this.reconciler.ready() && (this.nfqueue?.ready() ?? true),
       detail: () => this.readiness(),
     };
+    this.metrics.setReadyProbe(probe.ready);
     if (o.metricsAddr) this.server = await startHealthServer(o.metricsAddr, this.metrics.registry, probe);
     if (o.healthAddr && o.healthAddr !== o.metricsAddr)
       this.healthServer = await startHealthServer(o.healthAddr, undefined, probe);
@@ -152,11 +189,18 @@ export class Agent {
         netns: netns ?? "(host)",
         backend,
         dataplane: o.dataplane,
+        denyLogs: this.nflog
+          ? `NFLOG group ${o.nflogGroup}`
+          : o.dataplane === "nfqueue"
+            ? "userspace"
+            : "off",
         metrics: o.metricsAddr,
         health: o.healthAddr,
       },
       "podwall agent starting",
     );
+    // Deny logs are not readiness: the reader starts (and retries) on its own.
+    void this.nflog?.start();
     try {
       await this.startServing();
     } catch (e) {
@@ -214,6 +258,8 @@ export class Agent {
     await this.source?.stop();
     await this.reconciler?.stop();
     await this.revoker?.idle();
+    await this.counters?.stop();
+    await this.nflog?.stop();
     this.liveness.stop();
     if (this.statusTimer) clearInterval(this.statusTimer);
     this.server?.close();

@@ -3,16 +3,18 @@
  * either dataplane, and the one rate limit in front of it.
  *
  * Line: {event, src, srcIP, srcPort, dst, dstIP, port, protocol, direction, policies, [tier, rule,
- * action], suppressedSinceLast} plus the logger's own fields (level, time, msg). `src`/`dst` name the
- * pod ("namespace/name") or repeat the address when no pod has it; `policies` are the deciding
- * policies as "namespace/name" (NetworkPolicy) or "name" (cluster-scoped); tier, rule and action
- * appear only when the caller knows them.
+ * action, reason], suppressedSinceLast} plus the logger's own fields (level, time, msg). `src`/`dst`
+ * name the pod ("namespace/name") or repeat the address when no pod has it; `policies` are the
+ * deciding policies as "namespace/name" (NetworkPolicy) or "name" (cluster-scoped); tier, rule and
+ * action appear only when known; `reason` only for a deny no policy rule made ("no-address").
  * Rate limit: one token bucket for every line of the agent (deny and audit-deny alike); a line
  * over the limit is counted (`onSuppressed`) and the next line written says how many were skipped.
  * May not: decide or attribute anything; callers pass what the dataplane's verdict said.
  */
 import { performance } from "node:perf_hooks";
 import { type Direction, PROTO_NAMES } from "../compiler/model.js";
+import { policyDisplay } from "../compiler/rule-model.js";
+import type { LogAttribution } from "../dataplane/log-attribution.js";
 
 export type DenyEventKind = "deny" | "audit-deny";
 export type Tier = "admin" | "namespaced" | "baseline";
@@ -36,6 +38,7 @@ export interface DenyEntry {
   tier?: Tier;
   rule?: { index: number; name?: string };
   action?: string;
+  reason?: string;
 }
 
 /** The fields of the written line (the logger adds level, time and msg). */
@@ -53,7 +56,42 @@ export interface DenyLine {
   tier?: Tier;
   rule?: { index: number; name?: string };
   action?: string;
+  reason?: string;
   suppressedSinceLast: number;
+}
+
+/** One packet of a new connection, as a dataplane saw it. */
+export interface DeniedFlow {
+  srcIP: string;
+  srcPort: number;
+  dstIP: string;
+  port: number;
+  proto: number;
+}
+
+/**
+ * The entry for a flow and what decided it (policy keys become display names: "namespace/name", or
+ * the bare name of a cluster policy). `src`/`dst` are the pods holding the addresses, if known.
+ */
+export function entryOf(a: LogAttribution, f: DeniedFlow, src?: string, dst?: string): DenyEntry {
+  return {
+    event: a.event,
+    src,
+    srcIP: f.srcIP,
+    srcPort: f.srcPort,
+    dst,
+    dstIP: f.dstIP,
+    port: f.port,
+    proto: f.proto,
+    direction: a.direction,
+    policies: a.policies.map(policyDisplay),
+    ...(a.tier ? { tier: a.tier } : {}),
+    ...(a.rule
+      ? { rule: a.rule.name ? { index: a.rule.index, name: a.rule.name } : { index: a.rule.index } }
+      : {}),
+    ...(a.action ? { action: a.action } : {}),
+    ...(a.reason ? { reason: a.reason } : {}),
+  };
 }
 
 /** The line's fields, in the documented order; optional ones only when known. */
@@ -72,6 +110,7 @@ export function denyLine(e: DenyEntry, suppressedSinceLast: number): DenyLine {
     ...(e.tier ? { tier: e.tier } : {}),
     ...(e.rule ? { rule: { ...e.rule } } : {}),
     ...(e.action ? { action: e.action } : {}),
+    ...(e.reason ? { reason: e.reason } : {}),
     suppressedSinceLast,
   };
 }
@@ -79,7 +118,11 @@ export function denyLine(e: DenyEntry, suppressedSinceLast: number): DenyLine {
 /** The human half of the line. */
 export function denyMessage(l: DenyLine): string {
   const what = l.event === "audit-deny" ? "would deny (audit)" : "denied";
-  const by = l.policies.length ? l.policies.join(", ") : "no policy";
+  const by = l.policies.length
+    ? l.policies.join(", ")
+    : l.reason === "no-address"
+      ? "the pod has no address in this family"
+      : "no policy";
   return `${what} ${l.src} -> ${l.dst} ${l.port}/${l.protocol} on ${l.direction} (${by})`;
 }
 

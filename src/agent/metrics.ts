@@ -9,11 +9,25 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 
 export function createMetrics(withProcessMetrics = true) {
   const registry = new Registry();
+  /** Read at each scrape: set by the agent once its probes exist. */
+  let readyProbe: () => boolean = () => false;
   if (withProcessMetrics) collectDefaultMetrics({ register: registry, prefix: "podwall_" });
   const r = { registers: [registry] };
   const latencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10];
   return {
     registry,
+    /** What podwall_ready reports at each scrape (the same answer as /readyz). */
+    setReadyProbe(fn: () => boolean): void {
+      readyProbe = fn;
+    },
+    ready: new Gauge({
+      ...r,
+      name: "podwall_ready",
+      help: "1 while the agent is ready (/readyz answers 200), else 0",
+      collect() {
+        this.set(readyProbe() ? 1 : 0);
+      },
+    }),
     eventsReceived: new Counter({
       ...r,
       name: "podwall_events_received_total",
@@ -147,8 +161,31 @@ export function createMetrics(withProcessMetrics = true) {
     policyVerdicts: new Counter({
       ...r,
       name: "podwall_policy_verdicts_total",
-      help: "New connections allowed or denied per isolating policy (deny: every policy isolating the denying side)",
+      help: "New connections allowed or denied per deciding policy (a NetworkPolicy default deny: every policy isolating the denying side); both dataplanes (iptables: from the kernel's rule counters)",
       labelNames: ["policy", "direction", "result"],
+    }),
+    auditDenials: new Counter({
+      ...r,
+      name: "podwall_audit_denials_total",
+      help: "New connections that what is enforced allows and an audit policy (podwall.io/enforcement: audit) would deny, per audit policy",
+      labelNames: ["policy", "direction"],
+    }),
+    denyLogKernelLimited: new Counter({
+      ...r,
+      name: "podwall_deny_log_kernel_limited_total",
+      help: "iptables mode: denied (or audit-denied) packets the kernel's per-pod limit kept from NFLOG, by event; still denied (audits still pass), not logged",
+      labelNames: ["event"],
+    }),
+    denyLogRecordsLost: new Counter({
+      ...r,
+      name: "podwall_deny_log_records_lost_total",
+      help: "iptables mode: NFLOG records the kernel sent that the agent could not read (socket buffer full, backlog over its bound)",
+    }),
+    denyLogRecords: new Counter({
+      ...r,
+      name: "podwall_deny_log_records_total",
+      help: "iptables mode: NFLOG records read, by whether their prefix named a known deny-log id (attributed) or not",
+      labelNames: ["result"],
     }),
     cacheLookups: new Counter({
       ...r,
@@ -177,7 +214,7 @@ export function createMetrics(withProcessMetrics = true) {
     denyLogsSuppressed: new Counter({
       ...r,
       name: "podwall_deny_logs_suppressed_total",
-      help: "Deny log lines suppressed by the rate limit",
+      help: "Deny and audit-deny log lines suppressed by the agent's line rate limit (--deny-logs-per-second)",
     }),
     nfqueueRestarts: new Counter({
       ...r,

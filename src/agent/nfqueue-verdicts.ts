@@ -2,22 +2,23 @@
  * nfqueue-verdicts: the agent's side of the NFQUEUE dataplane.
  *
  * Owns: starting the verdict loop (in the node's or the lab's netns), publishing a table snapshot
- * on every table change before the kernel rules move, deny logs (one JSON line per denied new
- * connection through deny-log.ts, whose one token bucket rate-limits them, naming both ends, the
- * direction that denied and the policies isolating that side), and the userspace metrics: verdict
- * time histogram, verdicts by result and protocol, per-policy counters, cache hits, queue depth and
- * kernel/userspace drops from /proc/net/netfilter/nfnetlink_queue.
- * May not: decide packets here: the worker does, from its snapshot.
+ * on every table change before the kernel rules move, deny logs (one JSON line per denied, or audit
+ * denied, new connection through the agent's DenyLog, whose one token bucket rate-limits them; each
+ * line says what the worker's own verdict said: the ends, the side that denied, its policies, tier
+ * and rule), and the userspace metrics: verdict time histogram, verdicts by result and protocol,
+ * per-policy and audit counters, cache hits, queue depth and kernel/userspace drops from
+ * /proc/net/netfilter/nfnetlink_queue.
+ * May not: decide packets, or judge a reported packet again: the worker decides, from its snapshot.
  */
-import { decide } from "../compiler/engine.js";
-import type { Direction, ProtoNum } from "../compiler/model.js";
+import { policyDisplay } from "../compiler/rule-model.js";
 import type { PolicyTable } from "../compiler/table.js";
+import type { DenyReport } from "../dataplane/nfqueue/policy-decider.js";
 import { PolicyVerdictLoop } from "../dataplane/nfqueue/policy-loop.js";
 import type { DenyEvent } from "../dataplane/nfqueue/protocol.js";
 import { readAllQueueProcStats } from "../dataplane/nfqueue/queue.js";
 import { mergeStats, type NfqStats } from "../dataplane/nfqueue/stats.js";
 import { backoffDelay } from "./backoff.js";
-import { DenyLog } from "./deny-log.js";
+import { type DenyLog, entryOf } from "./deny-log.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 
@@ -28,7 +29,8 @@ export interface NfqueueVerdictsOptions {
   netns?: string;
   metrics: Metrics;
   log: Logger;
-  denyLogPerSecond: number;
+  /** The agent's one deny line and its rate limit. */
+  denyLog: DenyLog;
 }
 
 type Counters = { policies: [string, number][]; cacheHits: number; cacheMisses: number };
@@ -52,15 +54,7 @@ export class NfqueueVerdicts {
   /** Counters of verdict processes that have ended, so the exported totals never go back. */
   private carried: NfqStats | undefined;
   private last: NfqStats | undefined;
-  /** The one deny line and its one rate limit (shared with the NFLOG reader's lines). */
-  private readonly denyLog: DenyLog;
-
   constructor(private readonly opts: NfqueueVerdictsOptions) {
-    this.denyLog = new DenyLog({
-      log: opts.log,
-      ratePerSec: opts.denyLogPerSecond,
-      onSuppressed: () => opts.metrics.denyLogsSuppressed.inc(),
-    });
     this.registerHistogram();
     opts.metrics.nfqueueBound.set(0);
   }
@@ -162,31 +156,23 @@ export class NfqueueVerdicts {
   }
 
   private onDeny(e: DenyEvent): void {
-    const v = this.table
-      ? decide(this.table, { src: e.src, dst: e.dst, proto: e.proto as ProtoNum, port: e.dport })
-      : undefined;
-    // "unknown": the worker's snapshot and the table disagree for a moment (a table change in flight).
-    const side: Direction | "unknown" =
-      v?.egress.result === "denied" ? "egress" : v?.ingress.result === "denied" ? "ingress" : "unknown";
-    this.denyLog.write({
-      event: "deny",
-      src: v?.src,
-      srcIP: e.src,
-      srcPort: e.srcPort,
-      dst: v?.dst,
-      dstIP: e.dst,
-      port: e.dport,
-      proto: e.proto,
-      direction: side,
-      policies: side === "unknown" ? [] : v![side].policies,
-    });
+    const flow = { srcIP: e.src, srcPort: e.srcPort, dstIP: e.dst, port: e.dport, proto: e.proto };
+    const r = e.report as DenyReport | undefined;
+    this.opts.denyLog.write(
+      r
+        ? entryOf(r, flow, r.src, r.dst)
+        : // A decider without reports: say what is known.
+          { ...flow, event: e.event, direction: "unknown", policies: [] },
+    );
   }
 
   private onCounters(d: Counters): void {
     const m = this.opts.metrics;
     for (const [k, n] of d.policies) {
-      const [policy, direction, result] = k.split("|");
-      m.policyVerdicts.inc({ policy, direction, result }, n);
+      const [key, direction, result] = k.split("|");
+      const policy = policyDisplay(key);
+      if (result === "audit-deny") m.auditDenials.inc({ policy, direction }, n);
+      else m.policyVerdicts.inc({ policy, direction, result }, n);
     }
     if (d.cacheHits) m.cacheLookups.inc({ result: "hit" }, d.cacheHits);
     if (d.cacheMisses) m.cacheLookups.inc({ result: "miss" }, d.cacheMisses);

@@ -4,6 +4,10 @@
  * May not: import anything heavy: the CLI reads it before deciding to load the agent.
  */
 import { DEFAULT_QUEUE_NUM, defaultQueueThreads } from "../dataplane/nfqueue/defaults.js";
+
+/** The NFLOG group of the deny-log rules unless --nflog-group says otherwise ("PW" on a keypad). */
+export const DEFAULT_NFLOG_GROUP = 7907;
+
 import { DEFAULT_MAX_FILE_BYTES } from "./sources/file-source.js";
 
 export type DataplaneMode = "iptables" | "nfqueue";
@@ -29,7 +33,18 @@ export interface AgentOptions {
   logLevel?: string;
   /** Write logs to this file instead of stderr (the demo keeps the terminal for its matrix). */
   logFile?: string;
+  /** Deny and audit-deny lines per second, node-wide (both dataplanes). */
   denyLogPerSecond: number;
+  /**
+   * iptables: the kernel's limit on logged new connections per pod (deny and audit each), per second;
+   * 0 turns NFLOG deny logs and audit observation off in this dataplane.
+   */
+  denyLogPodRate: number;
+  denyLogPodBurst: number;
+  /** iptables: the NFLOG group the deny-log rules send to and the agent reads. */
+  nflogGroup: number;
+  /** iptables: read the kernel's rule counters (per-policy verdicts, log limits) this often. */
+  kernelCountersSeconds: number;
   /** Serve the chained CNI plugin on this unix socket (off when unset). */
   cniSocket?: string;
   /** How long a CNI ADD may wait for its pod to be known and programmed. */
@@ -56,6 +71,10 @@ export const AGENT_DEFAULTS = {
   serviceCIDRs: [] as string[],
   logLevel: "info",
   denyLogPerSecond: 20,
+  denyLogPodRate: 10,
+  denyLogPodBurst: 20,
+  nflogGroup: DEFAULT_NFLOG_GROUP,
+  kernelCountersSeconds: 10,
   cniWaitSeconds: 30,
   revokeEstablished: false,
   sourceMaxFileBytes: DEFAULT_MAX_FILE_BYTES,

@@ -17,7 +17,7 @@ import type { NamespaceInfo, NodeInfo, PodInfo } from "../compiler/model.js";
 import { type PolicyKind, policyDisplay, policyKey } from "../compiler/rule-model.js";
 import type { PolicyTable } from "../compiler/table.js";
 import type { ApplyStats, KernelApplier } from "../dataplane/apply.js";
-import { type LocalPod, type RenderOptions, renderNode } from "../dataplane/render.js";
+import { type DesiredState, type LocalPod, type RenderOptions, renderNode } from "../dataplane/render.js";
 import { BoundedRunner } from "./bounded-runner.js";
 import type { ClusterSink, ObjectKind } from "./cluster-events.js";
 import type { Logger } from "./log.js";
@@ -47,11 +47,15 @@ export interface ReconcilerOptions {
   maxBackoffMs?: number;
   /** Called with every new table state before the kernel is programmed (the NFQUEUE snapshot). */
   beforeApply?: (table: PolicyTable) => void | Promise<void>;
-  afterSync?: (stats: ApplyStats) => void;
+  /** Called with what was rendered, before it is applied (the deny-log ids). */
+  rendered?: (desired: DesiredState) => void;
+  /** Called after a successful apply, with what the kernel now holds. */
+  afterSync?: (stats: ApplyStats, desired: DesiredState) => void;
 }
 
 export class Reconciler implements ClusterSink {
-  private readonly opts: Required<Omit<ReconcilerOptions, "beforeApply" | "afterSync">> & ReconcilerOptions;
+  private readonly opts: Required<Omit<ReconcilerOptions, "beforeApply" | "rendered" | "afterSync">> &
+    ReconcilerOptions;
   private readonly runner: BoundedRunner;
   private isSynced = false;
   private programmedOnce = false;
@@ -303,6 +307,7 @@ export class Reconciler implements ClusterSink {
       const local = await this.opts.local.localPods(table);
       await this.opts.beforeApply?.(table);
       const desired = renderNode(table, local, this.opts.render);
+      this.opts.rendered?.(desired);
       const stats = await this.opts.applier.apply(desired);
       const done = performance.now();
       this.lastStats = stats;
@@ -348,7 +353,7 @@ export class Reconciler implements ClusterSink {
         },
         "sync",
       );
-      this.opts.afterSync?.(stats);
+      this.opts.afterSync?.(stats, desired);
       noteSyncEvents(batch.length);
     } catch (e) {
       this.lastError = e as Error;

@@ -63,8 +63,24 @@ export function registerAgent(program: Command): void {
     .option("--service-cidr <cidr>", "IPVS ClusterIP range: judged after translation (repeatable)", collect)
     .option(
       "--deny-logs-per-second <n>",
-      "nfqueue: deny log lines per second before suppression",
+      "deny and audit-deny log lines per second, node-wide, before suppression (both dataplanes)",
       String(D.denyLogPerSecond),
+    )
+    .option(
+      "--deny-log-pod-rate <n>",
+      "iptables: logged denied (and audit-denied) new connections per second per pod, limited in the kernel before NFLOG; 0 turns NFLOG deny logs and audit mode off",
+      String(D.denyLogPodRate),
+    )
+    .option(
+      "--deny-log-pod-burst <n>",
+      "iptables: logged at once per pod after a quiet period",
+      String(D.denyLogPodBurst),
+    )
+    .option("--nflog-group <n>", "iptables: the NFLOG group deny logs go through", String(D.nflogGroup))
+    .option(
+      "--kernel-counters-seconds <s>",
+      "iptables: read the kernel's rule counters (per-policy metrics) this often",
+      String(D.kernelCountersSeconds),
     )
     .option(
       "--cni-conf-dir <dir>",
@@ -107,7 +123,11 @@ export function registerAgent(program: Command): void {
             denyAction: deny,
             serviceCIDRs: (o.serviceCidr as string[] | undefined) ?? [],
             logLevel: o.logLevel as string,
-            denyLogPerSecond: Number(o.denyLogsPerSecond),
+            denyLogPerSecond: positive("--deny-logs-per-second", o.denyLogsPerSecond as string),
+            denyLogPodRate: intIn("--deny-log-pod-rate", o.denyLogPodRate as string, 0, 100_000),
+            denyLogPodBurst: intIn("--deny-log-pod-burst", o.denyLogPodBurst as string, 1, 100_000),
+            nflogGroup: intIn("--nflog-group", o.nflogGroup as string, 0, 65535),
+            kernelCountersSeconds: positive("--kernel-counters-seconds", o.kernelCountersSeconds as string),
             cniSocket: (o.cniSocket as string | undefined) || undefined,
             cniConfDir: (o.cniConfDir as string | undefined) || undefined,
             revokeEstablished: !!o.revokeEstablished,
@@ -145,6 +165,13 @@ export function registerAgent(program: Command): void {
         await new Promise(() => {}); // Run until a signal.
       }),
     );
+}
+
+function intIn(flag: string, v: string, lo: number, hi: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < lo || n > hi)
+    throw new UsageError(`${flag} must be an integer from ${lo} to ${hi}, got ${v}`);
+  return n;
 }
 
 function positive(flag: string, v: string): number {

@@ -4,8 +4,8 @@
  * May not: change anything in render; cleanup touches only PODWALL- chains, jumps and sets.
  */
 import type { Command } from "commander";
+import { AGENT_DEFAULTS } from "../agent/options.js";
 import { tableFromManifests } from "../agent/sources/manifests.js";
-
 import { podKey } from "../compiler/model.js";
 import { KernelApplier } from "../dataplane/apply.js";
 import { loadLab } from "../dataplane/lab/lab.js";
@@ -29,6 +29,17 @@ export function registerDataplane(program: Command): void {
     .option("--dataplane <mode>", "iptables or nfqueue", "iptables")
     .option("--queue-num <n>", "NFQUEUE number (the first, with several threads)", String(DEFAULT_QUEUE_NUM))
     .option("--queue-threads <n>", "nfqueue: queues spread by CPU (default: one per CPU, at most 8)")
+    .option(
+      "--deny-log-pod-rate <n>",
+      "iptables: logged denies per second per pod (the kernel limit before NFLOG); 0: no deny logs",
+      String(AGENT_DEFAULTS.denyLogPodRate),
+    )
+    .option(
+      "--deny-log-pod-burst <n>",
+      "iptables: logged at once per pod",
+      String(AGENT_DEFAULTS.denyLogPodBurst),
+    )
+    .option("--nflog-group <n>", "iptables: NFLOG group of the deny logs", String(AGENT_DEFAULTS.nflogGroup))
     .action(
       action(
         (opts: {
@@ -38,6 +49,9 @@ export function registerDataplane(program: Command): void {
           dataplane: string;
           queueNum: string;
           queueThreads?: string;
+          denyLogPodRate: string;
+          denyLogPodBurst: string;
+          nflogGroup: string;
         }) => {
           if (opts.dataplane !== "iptables" && opts.dataplane !== "nfqueue")
             throw new UsageError("--dataplane must be iptables or nfqueue");
@@ -56,13 +70,33 @@ export function registerDataplane(program: Command): void {
             }));
           if (local.length === 0)
             process.stderr.write(`podwall: warning: no pod has spec.nodeName ${opts.node}\n`);
+          const int = (flag: string, v: string, lo: number, hi: number) => {
+            const n = Number(v);
+            if (!Number.isInteger(n) || n < lo || n > hi)
+              throw new UsageError(`${flag} must be an integer from ${lo} to ${hi}, got ${v}`);
+            return n;
+          };
+          const rate = int("--deny-log-pod-rate", opts.denyLogPodRate, 0, 100_000);
           const d = renderNode(tableFromManifests(set), local, {
             dataplane: opts.dataplane,
             ...queueRenderOptions(parseQueueOptions(opts.queueNum, opts.queueThreads)),
+            denyLog:
+              rate > 0
+                ? {
+                    group: int("--nflog-group", opts.nflogGroup, 0, 65535),
+                    ratePerSec: rate,
+                    burst: int("--deny-log-pod-burst", opts.denyLogPodBurst, 1, 100_000),
+                  }
+                : undefined,
           });
           const t = restoreTexts(d);
+          // What each NFLOG prefix (pw:<id>) stands for.
+          const ids = [...d.logIds].map(
+            ([id, a]) =>
+              `# pw:${id} ${a.event} ${a.direction} ${a.reason ?? (a.policies.join(",") || "-")}${a.tier ? ` tier ${a.tier}` : ""}${a.rule ? ` rule ${a.rule.index}${a.rule.name ? ` ${a.rule.name}` : ""}` : ""}\n`,
+          );
           process.stdout.write(
-            `# ${local.length} local pods, ${d.isolated.pods} isolated; ${d.sets.size} ipsets\n# --- ipset restore\n${t.ipset}# --- iptables-restore --noflush\n${t.iptables}# --- ip6tables-restore --noflush\n${t.ip6tables}`,
+            `# ${local.length} local pods, ${d.isolated.pods} isolated; ${d.sets.size} ipsets\n${ids.length ? `# --- deny-log ids\n${ids.join("")}` : ""}# --- ipset restore\n${t.ipset}# --- iptables-restore --noflush\n${t.iptables}# --- ip6tables-restore --noflush\n${t.ip6tables}`,
           );
         },
       ),

@@ -3,11 +3,14 @@
  * and one flow's decision path in words.
  *
  * Owns: argument handling and output formats. Both answer from the same compiled table and engine
- * the dataplanes use. May not: touch the kernel.
+ * the dataplanes use. Audit policies (podwall.io/enforcement: audit) are shown: simulate marks the
+ * cells they would deny, explain names them and what they would change; `--with-audit` gives the
+ * verdicts as if they were enforced. May not: touch the kernel.
  */
 import type { Command } from "commander";
 import { loadManifestFiles, type ManifestSet, tableFromManifests } from "../agent/sources/manifests.js";
-import { explainFlow } from "../compiler/explain.js";
+import { withAudit } from "../compiler/audit.js";
+import { auditPoliciesOn, explainFlow } from "../compiler/explain.js";
 import { canonicalIP } from "../compiler/ip.js";
 import {
   computeMatrix,
@@ -18,6 +21,8 @@ import {
   parsePortProto,
 } from "../compiler/matrix.js";
 import { PROTO, podKey } from "../compiler/model.js";
+import { policyDisplay } from "../compiler/rule-model.js";
+import type { PolicyTable } from "../compiler/table.js";
 import { action, collect, UsageError } from "./errors.js";
 
 export function parsePorts(list: readonly string[] | undefined): PortProto[] | undefined {
@@ -47,15 +52,31 @@ export function registerSimulate(program: Command): void {
       collect,
     )
     .option("-o, --output <format>", "table or json", "table")
+    .option(
+      "--with-audit",
+      "judge with audit policies (podwall.io/enforcement: audit) in force, as if enforced",
+    )
     .action(
-      action((opts: { file: string[]; port?: string[]; output: string }) => {
+      action((opts: { file: string[]; port?: string[]; output: string; withAudit?: boolean }) => {
         if (opts.output !== "table" && opts.output !== "json")
           throw new UsageError(`-o must be table or json, not ${opts.output}`);
         const set = loadForCli(opts.file);
         const ports = parsePorts(opts.port) ?? declaredPorts(set.pods);
         const table = tableFromManifests(set);
-        const m = computeMatrix(table, set.pods, ports);
-        process.stdout.write(opts.output === "json" ? `${JSON.stringify(m)}\n` : formatMatrix(m));
+        const audit = auditPolicies(table);
+        const m = computeMatrix(
+          table,
+          set.pods,
+          ports,
+          opts.withAudit ? { pick: withAudit } : audit.length ? { auditPick: withAudit } : {},
+        );
+        const out = audit.length ? { ...m, audit, withAudit: !!opts.withAudit } : m;
+        const head = audit.length
+          ? `audit policies (evaluated, not enforced${opts.withAudit ? "; here in force, as if enforced" : ""}): ${audit.join(", ")}\n\n`
+          : "";
+        process.stdout.write(
+          opts.output === "json" ? `${JSON.stringify(out)}\n` : `${head}${formatMatrix(m)}`,
+        );
       }),
     );
 }
@@ -69,38 +90,70 @@ export function registerExplain(program: Command): void {
     .requiredOption("--to <pod|ip>", "destination: ns/pod or an IP address")
     .option("--port <port/proto>", "destination port", "80/TCP")
     .option("-o, --output <format>", "text or json", "text")
+    .option(
+      "--with-audit",
+      "judge with audit policies (podwall.io/enforcement: audit) in force, as if enforced",
+    )
     .action(
-      action((opts: { file: string[]; from: string; to: string; port: string; output: string }) => {
-        const set = loadForCli(opts.file);
-        const table = tableFromManifests(set);
-        const pp = parsePortProto(opts.port);
-        if (typeof pp === "string") throw new UsageError(`--port: ${pp}`);
-        const byKey = new Map(set.pods.map((p) => [podKey(p), p]));
-        const resolve = (s: string, flag: string) => {
-          const ip = canonicalIP(s);
-          if (ip) return { ip };
-          const pod = byKey.get(s.includes("/") ? s : `default/${s}`);
-          if (!pod) throw new UsageError(`${flag}: ${s} is neither an IP address nor a pod in the manifests`);
-          if (pod.ips.length === 0) throw new UsageError(`${flag}: pod ${s} has no status.podIP`);
-          return { pod };
-        };
-        const a = resolve(opts.from, "--from");
-        const b = resolve(opts.to, "--to");
-        let src = a.ip;
-        let dst = b.ip;
-        if (a.pod && b.pod) {
-          const addr = pairAddresses(a.pod, b.pod);
-          if (!addr) throw new UsageError("the two pods share no address family");
-          ({ src, dst } = addr);
-        } else {
-          src ??= a.pod!.ips[0];
-          dst ??= b.pod!.ips[0];
-        }
-        const flow = { src: src!, dst: dst!, proto: PROTO[pp.protocol], port: pp.port };
-        const { verdict, text } = explainFlow(table, flow);
-        process.stdout.write(
-          opts.output === "json" ? `${JSON.stringify({ flow, ...verdict })}\n` : `${text}\n`,
-        );
-      }),
+      action(
+        (opts: {
+          file: string[];
+          from: string;
+          to: string;
+          port: string;
+          output: string;
+          withAudit?: boolean;
+        }) => {
+          const set = loadForCli(opts.file);
+          const table = tableFromManifests(set);
+          const pp = parsePortProto(opts.port);
+          if (typeof pp === "string") throw new UsageError(`--port: ${pp}`);
+          const byKey = new Map(set.pods.map((p) => [podKey(p), p]));
+          const resolve = (s: string, flag: string) => {
+            const ip = canonicalIP(s);
+            if (ip) return { ip };
+            const pod = byKey.get(s.includes("/") ? s : `default/${s}`);
+            if (!pod)
+              throw new UsageError(`${flag}: ${s} is neither an IP address nor a pod in the manifests`);
+            if (pod.ips.length === 0) throw new UsageError(`${flag}: pod ${s} has no status.podIP`);
+            return { pod };
+          };
+          const a = resolve(opts.from, "--from");
+          const b = resolve(opts.to, "--to");
+          let src = a.ip;
+          let dst = b.ip;
+          if (a.pod && b.pod) {
+            const addr = pairAddresses(a.pod, b.pod);
+            if (!addr) throw new UsageError("the two pods share no address family");
+            ({ src, dst } = addr);
+          } else {
+            src ??= a.pod!.ips[0];
+            dst ??= b.pod!.ips[0];
+          }
+          const flow = { src: src!, dst: dst!, proto: PROTO[pp.protocol], port: pp.port };
+          const { verdict, text } = explainFlow(table, flow, { withAudit: !!opts.withAudit });
+          const audit = auditPoliciesOn(table, flow).map(policyDisplay);
+          const json = audit.length
+            ? {
+                flow,
+                ...verdict,
+                withAudit: !!opts.withAudit,
+                audit: {
+                  policies: audit,
+                  allowed: explainFlow(table, flow, { withAudit: true }).verdict.allowed,
+                },
+              }
+            : { flow, ...verdict };
+          process.stdout.write(opts.output === "json" ? `${JSON.stringify(json)}\n` : `${text}\n`);
+        },
+      ),
     );
+}
+
+/** Display names of the table's audit-only policies, sorted. */
+function auditPolicies(table: PolicyTable): string[] {
+  return [...table.allPolicies()]
+    .filter((p) => p.spec.audit)
+    .map((p) => policyDisplay(p.key))
+    .sort();
 }

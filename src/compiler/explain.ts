@@ -4,8 +4,12 @@
  * Owns: narrating, per direction, the walk through the tiers the engine made: which admin rule
  * decided or passed, whether NetworkPolicies isolate the pod and which rule allows the flow (or why
  * none does), the baseline tier, the default; and saying when equal priorities made the choice.
+ * Audit policies (podwall.io/enforcement: audit) are named, with what they would change; with
+ * `withAudit` the walk is the one they would make if enforced.
  * May not: decide anything itself: it replays the engine's own tier matching over the same table.
  */
+
+import { withAudit as auditPicker } from "./audit.js";
 import {
   type DecisionSource,
   type DirectionVerdict,
@@ -46,7 +50,14 @@ function ruleSpec(table: PolicyTable, policy: string, dir: Direction, index: num
 
 function polName(table: PolicyTable, key: string): string {
   const rec = table.policy(key);
-  return rec ? describePolicy({ kind: rec.spec.kind, key, tier: rec.tier, priority: rec.priority }) : key;
+  if (!rec) return key;
+  const name = describePolicy({ kind: rec.spec.kind, key, tier: rec.tier, priority: rec.priority });
+  return rec.spec.audit ? `${name} [audit]` : name;
+}
+
+/** A policy key, marked when the policy is audit-only. */
+function keyName(table: PolicyTable, key: string): string {
+  return table.policy(key)?.spec.audit ? `${key} [audit]` : key;
 }
 
 function ruleName(table: PolicyTable, key: string, dir: Direction, index: number): string {
@@ -133,11 +144,13 @@ function walk(c: Ctx, plan: PlanView, v: DirectionVerdict): string[] {
     const list = plan[tier];
     if (list.length === 0) continue;
     if (tier === "namespaced") {
-      lines.push(`NetworkPolicy tier: isolated for ${dir} by ${list.map((p) => p.key).join(", ")}`);
+      lines.push(
+        `NetworkPolicy tier: isolated for ${dir} by ${list.map((p) => keyName(table, p.key)).join(", ")}`,
+      );
       const m = match(list);
       if (m)
         lines.push(
-          `  allowed by NetworkPolicy ${m.by!.policy}, ${dir} rule ${m.by!.rule}: ${ruleMatch(c, m)}`,
+          `  allowed by NetworkPolicy ${keyName(table, m.by!.policy)}, ${dir} rule ${m.by!.rule}: ${ruleMatch(c, m)}`,
         );
       else {
         lines.push(`  denied: no ${dir} rule of these policies matches both the peer and the port:`);
@@ -201,18 +214,45 @@ function side(
   return lines;
 }
 
-export function explainVerdict(table: PolicyTable, flow: Flow, v: Verdict): string {
+export interface ExplainOptions {
+  /** Judge with audit policies in force, as if they were enforced. */
+  withAudit?: boolean;
+}
+
+/** Audit-only policies that apply to the flow's source (egress) or destination (ingress). */
+export function auditPoliciesOn(table: PolicyTable, flow: Flow): string[] {
+  const out = new Set<string>();
+  for (const [ip, dir] of [
+    [flow.src, "egress"],
+    [flow.dst, "ingress"],
+  ] as const) {
+    const e = table.endpoint(ip);
+    const plan = e ? table.auditPlanById(e.identityId, dir) : undefined;
+    for (const list of plan ? [plan.admin, plan.namespaced, plan.baseline] : [])
+      for (const p of list) if (table.policy(p.key)?.spec.audit) out.add(p.key);
+  }
+  return [...out].sort();
+}
+
+export function explainVerdict(
+  table: PolicyTable,
+  flow: Flow,
+  v: Verdict,
+  opts: ExplainOptions = {},
+): string {
   const proto = PROTO_NAMES[flow.proto];
   const from = v.src ? `${v.src} (${flow.src})` : flow.src;
   const to = v.dst ? `${v.dst} (${flow.dst})` : flow.dst;
-  const lines = [`${from} -> ${to} on ${flow.port}/${proto}: ${v.allowed ? "ALLOWED" : "DENIED"}`];
+  const as = opts.withAudit ? " (audit policies in force, as if enforced)" : "";
+  const lines = [`${from} -> ${to} on ${flow.port}/${proto}: ${v.allowed ? "ALLOWED" : "DENIED"}${as}`];
   if (v.loopback) {
     lines.push("  a pod talking to its own address is never filtered");
     return lines.join("\n");
   }
   const plans = (ip: string, dir: Direction) => {
     const e = table.endpoint(ip);
-    return e ? table.planById(e.identityId, dir) : undefined;
+    if (!e) return undefined;
+    return opts.withAudit ? table.auditPlanById(e.identityId, dir) : table.planById(e.identityId, dir);
   };
   lines.push(...side(table, "egress", v.src, v.egress, flow, plans(flow.src, "egress")).map((l) => `  ${l}`));
   lines.push(
@@ -227,12 +267,31 @@ export function explainVerdict(table: PolicyTable, flow: Flow, v: Verdict): stri
           unenforced.add(`${polName(table, p.key)}: ${n}`);
   }
   for (const n of unenforced) lines.push(`  not fully enforced: ${n}`);
+  const audit = auditPoliciesOn(table, flow);
+  if (audit.length > 0 && !opts.withAudit) {
+    lines.push(
+      `  audit policies here (evaluated, not enforced): ${audit.map((k) => polName(table, k)).join(", ")}`,
+    );
+    const a = decide(table, flow, auditPicker);
+    if (a.allowed === v.allowed)
+      lines.push(`    with them enforced: still ${a.allowed ? "ALLOWED" : "DENIED"}`);
+    else {
+      const dir = a.egress.result === "denied" ? "egress" : "ingress";
+      lines.push(
+        `    with them enforced: ${a.allowed ? "ALLOWED" : `DENIED on ${dir} by ${a[dir].policies.map((k) => polName(table, k)).join(", ")}`} (--with-audit shows the walk)`,
+      );
+    }
+  }
   return lines.join("\n");
 }
 
-export function explainFlow(table: PolicyTable, flow: Flow): { verdict: Verdict; text: string } {
-  const verdict = decide(table, flow);
-  return { verdict, text: explainVerdict(table, flow, verdict) };
+export function explainFlow(
+  table: PolicyTable,
+  flow: Flow,
+  opts: ExplainOptions = {},
+): { verdict: Verdict; text: string } {
+  const verdict = decide(table, flow, opts.withAudit ? auditPicker : undefined);
+  return { verdict, text: explainVerdict(table, flow, verdict, opts) };
 }
 
 /** "ClusterNetworkPolicy guard rule 2 'deny-dev' (Deny)", for deny logs. */

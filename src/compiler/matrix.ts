@@ -6,7 +6,7 @@
  * address of the same family) and the result record shape.
  * May not: do I/O.
  */
-import { type DecisionSource, decide, type Verdict } from "./engine.js";
+import { type DecisionSource, decide, type PlanPicker, type Verdict } from "./engine.js";
 import { parseIP } from "./ip.js";
 import { type PodInfo, PROTO, type ProtoName, podKey } from "./model.js";
 
@@ -23,12 +23,21 @@ export interface MatrixResult {
   allowed: boolean;
   ingress: "allowed" | "denied" | "not-isolated";
   egress: "allowed" | "denied" | "not-isolated";
+  /** Allowed, but denied with the audit policies in force (only when asked to show audit policies). */
+  auditDenied?: true;
 }
 
 export interface Matrix {
   pods: string[];
   ports: string[];
   results: MatrixResult[];
+}
+
+export interface MatrixOptions {
+  /** Which plans decide (default: what is enforced). */
+  pick?: PlanPicker;
+  /** Also judge each allowed cell with this picker (audit plans): marks would-be denies. */
+  auditPick?: PlanPicker;
 }
 
 export function portLabel(p: PortProto): string {
@@ -85,6 +94,7 @@ export function computeMatrix(
   source: DecisionSource,
   pods: readonly PodInfo[],
   ports: readonly PortProto[],
+  opts: MatrixOptions = {},
 ): Matrix {
   const list = matrixPods(pods);
   const results: MatrixResult[] = [];
@@ -93,16 +103,24 @@ export function computeMatrix(
       for (const to of list) {
         const addr = pairAddresses(from, to);
         if (!addr) continue;
-        const v = decide(source, { src: addr.src, dst: addr.dst, proto: PROTO[pp.protocol], port: pp.port });
-        results.push(verdictToResult(podKey(from), podKey(to), pp, v));
+        const flow = { src: addr.src, dst: addr.dst, proto: PROTO[pp.protocol], port: pp.port };
+        const v = decide(source, flow, opts.pick);
+        const r = verdictToResult(podKey(from), podKey(to), pp, v);
+        if (opts.auditPick && v.allowed && !decide(source, flow, opts.auditPick).allowed)
+          r.auditDenied = true;
+        results.push(r);
       }
     }
   }
   return { pods: list.map(podKey), ports: ports.map(portLabel), results };
 }
 
-/** One grid per port: rows are sources, columns destinations; "." allowed, "X" denied. */
+/**
+ * One grid per port: rows are sources, columns destinations; "." allowed, "X" denied, "A" allowed
+ * but an audit policy would deny it.
+ */
 export function formatMatrix(m: Matrix, caption = "rows: from, columns: to; . allowed, X denied"): string {
+  if (m.results.some((r) => r.auditDenied)) caption += ", A allowed but audit policies would deny";
   const out: string[] = [];
   const width = Math.max(4, ...m.pods.map((p) => p.length));
   const idx = new Map(m.pods.map((p, i) => [p, i]));
@@ -110,7 +128,7 @@ export function formatMatrix(m: Matrix, caption = "rows: from, columns: to; . al
     const rows = m.pods.map(() => m.pods.map(() => "?"));
     for (const r of m.results) {
       if (`${r.port}/${r.protocol}` !== port) continue;
-      rows[idx.get(r.from)!][idx.get(r.to)!] = r.allowed ? "." : "X";
+      rows[idx.get(r.from)!][idx.get(r.to)!] = r.auditDenied ? "A" : r.allowed ? "." : "X";
     }
     out.push(`port ${port}   (${caption})`);
     out.push(`${"".padEnd(width)} ${m.pods.map((_, i) => String(i + 1).padStart(3)).join("")}`);

@@ -3,12 +3,14 @@
  * DecisionSource that answers from it.
  *
  * Owns: flattening identities, selectors, ipBlocks, node selectors, node addresses, policies and
- * per-identity tiered plans into plain arrays, and rebuilding Maps/Sets and a CIDR trie on the other
+ * per-identity tiered plans (enforced, and with audit policies in force where one applies) into plain
+ * arrays, and rebuilding Maps/Sets and a CIDR trie on the other
  * side so `decide` runs unchanged in the worker. Identities with equal plans share one plan object,
  * and so one rule index per tier list. The main thread posts a fresh snapshot on every change; the
  * worker swaps it in between packets.
  * May not: be mutated after construction (the worker replaces it whole).
  */
+import type { AuditPlanSource } from "./audit.js";
 import { BlockMatcher } from "./cidr-trie.js";
 import {
   type DecisionSource,
@@ -49,12 +51,19 @@ export interface TableSnapshot {
     key: string;
     tier: Tier;
     priority: number;
+    /** podwall.io/enforcement: audit (only in audit plans). */
+    audit: boolean;
     ingress: RuleData[] | null;
     egress: RuleData[] | null;
   }[];
   plans: PlanData[];
   /** [identity id, ingress plan index or -1, egress plan index or -1] */
   identities: [number, number, number][];
+  /**
+   * Identities audit policies apply to: [identity id, ingress audit plan index, egress audit plan
+   * index]; -1 where the audit plan is the enforced one (no audit policy applies in that direction).
+   */
+  auditIdentities: [number, number, number][];
 }
 
 export function takeSnapshot(table: PolicyTable): TableSnapshot {
@@ -118,6 +127,7 @@ export function takeSnapshot(table: PolicyTable): TableSnapshot {
       key: pol.key,
       tier: pol.tier,
       priority: pol.priority,
+      audit: pol.spec.audit,
       ingress: rules(pol.ingress),
       egress: rules(pol.egress),
     });
@@ -140,6 +150,7 @@ export function takeSnapshot(table: PolicyTable): TableSnapshot {
     return i;
   };
   const identities: TableSnapshot["identities"] = [];
+  const auditIdentities: TableSnapshot["auditIdentities"] = [];
   const seenId = new Set<number>();
   for (const pod of table.allPods()) {
     const id = pod.identity;
@@ -148,6 +159,10 @@ export function takeSnapshot(table: PolicyTable): TableSnapshot {
     const ing = planOf(table.plan(id, "ingress"));
     const eg = planOf(table.plan(id, "egress"));
     if (ing >= 0 || eg >= 0) identities.push([id.id, ing, eg]);
+    const ai = table.auditPlan(id, "ingress");
+    const ae = table.auditPlan(id, "egress");
+    if (ai.audited || ae.audited)
+      auditIdentities.push([id.id, ai.audited ? planOf(ai) : -1, ae.audited ? planOf(ae) : -1]);
   }
   // Node facts for the addresses that matter: every node address (nodes peers, the node exemption).
   const nodeAddrMap = new Map<string, string[]>();
@@ -173,6 +188,7 @@ export function takeSnapshot(table: PolicyTable): TableSnapshot {
     policies,
     plans,
     identities,
+    auditIdentities,
   };
 }
 
@@ -180,11 +196,17 @@ const EMPTY: PlanView = Object.freeze({ admin: [], namespaced: [], baseline: [],
 const NONE: readonly number[] = Object.freeze([]);
 
 /** A read-only DecisionSource over a snapshot (what the NFQUEUE worker decides from). */
-export class SnapshotSource implements DecisionSource {
+export class SnapshotSource implements DecisionSource, AuditPlanSource {
   readonly generation: number;
+  /** Some identity has an audit plan: only then is a second, audited decision worth making. */
+  readonly audited: boolean;
+  /** Keys of the audit-only policies. */
+  readonly auditKeys: ReadonlySet<string>;
   private readonly eps = new Map<string, EndpointView>();
   private readonly ingress = new Map<number, PlanView>();
   private readonly egress = new Map<number, PlanView>();
+  private readonly auditIngress = new Map<number, PlanView>();
+  private readonly auditEgress = new Map<number, PlanView>();
   private readonly blocks = new BlockMatcher();
   private readonly nodeSels: Map<string, readonly number[]>;
   private readonly nodeAddrs: Map<string, readonly string[]>;
@@ -255,6 +277,13 @@ export class SnapshotSource implements DecisionSource {
       if (ing >= 0) this.ingress.set(id, plans[ing]);
       if (eg >= 0) this.egress.set(id, plans[eg]);
     }
+    const audits = s.auditIdentities ?? [];
+    for (const [id, ing, eg] of audits) {
+      if (ing >= 0) this.auditIngress.set(id, plans[ing]);
+      if (eg >= 0) this.auditEgress.set(id, plans[eg]);
+    }
+    this.audited = audits.length > 0;
+    this.auditKeys = new Set(s.policies.filter((p) => p.audit).map((p) => p.key));
     // Pod addresses are the peers almost every packet names: match them against the ipBlocks now.
     if (this.blocks.trie.size > 0) for (const ip of this.eps.keys()) this.blocks.blocksFor(ip);
   }
@@ -265,6 +294,13 @@ export class SnapshotSource implements DecisionSource {
 
   planById(identityId: number, dir: Direction): PlanView {
     return (dir === "ingress" ? this.ingress : this.egress).get(identityId) ?? EMPTY;
+  }
+
+  auditPlanById(identityId: number, dir: Direction): PlanView {
+    return (
+      (dir === "ingress" ? this.auditIngress : this.auditEgress).get(identityId) ??
+      this.planById(identityId, dir)
+    );
   }
 
   blocksFor(ip: string): readonly number[] {

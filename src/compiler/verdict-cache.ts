@@ -10,7 +10,7 @@
  * Invalidated exactly when the source's generation moves (any table change).
  * May not: decide anything itself.
  */
-import { type DecisionSource, decide, type Verdict } from "./engine.js";
+import { type DecisionSource, decide, type PlanPicker, type Verdict } from "./engine.js";
 import type { ProtoNum } from "./model.js";
 
 export interface CacheStats {
@@ -39,9 +39,11 @@ export class VerdictCache {
   private generation: number;
   readonly stats: CacheStats = { hits: 0, misses: 0, entries: 0, invalidations: 0 };
 
+  /** `pick`: which plans the verdicts use (default: what is enforced; audit mode caches its own). */
   constructor(
     private readonly source: DecisionSource,
     maxEntries = 1 << 20,
+    private readonly pick?: PlanPicker,
   ) {
     if (!Number.isInteger(maxEntries) || maxEntries < 2)
       throw new RangeError(`VerdictCache maxEntries must be an integer >= 2, got ${maxEntries}`);
@@ -74,7 +76,7 @@ export class VerdictCache {
       }
     }
     this.stats.misses++;
-    const v = decide(this.source, { src, dst, proto, port });
+    const v = decide(this.source, { src, dst, proto, port }, this.pick);
     if (s === undefined || d === undefined) {
       if (this.ids.size + 2 > this.maxIds) {
         // Peers outside the cluster are unbounded: start the names (and so the slots) over.

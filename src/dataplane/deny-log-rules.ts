@@ -2,27 +2,36 @@
  * deny-log-rules: the iptables rule arguments that copy the first packet of each denied new
  * connection to the agent through NFLOG, behind a per-pod kernel rate limit; and what the agent reads
  * back from the kernel: the identifier in a record's prefix, and the count of packets the limit kept.
+ * The one spelling of these rules: the rule layer's `deny-limit` and `nflog` actions serialize here.
  *
- * In a pod's chain, right before its deny action (ESTABLISHED/RELATED traffic was accepted before the
- * dispatch, so only the first packet of a new connection gets here):
+ * A deny-log chain (render.ts makes one per deciding rule, shared by every pod it denies for):
  *   -m hashlimit --hashlimit-above R/sec --hashlimit-burst B --hashlimit-mode dstip (ingress: the pod
  *      is the destination) | srcip (egress) --hashlimit-name pw-deny-ing-R-B ... -j PODWALL-DENY-LIMITED
  *   -j NFLOG --nflog-prefix "pw:<id>" --nflog-group G --nflog-size 128 --nflog-threshold T
- *   <the chain's own deny action, e.g. -j DROP>
- * NFLOG does not end the packet's walk, so the deny action after it still applies. Over the limit,
- * the packet jumps to PODWALL-DENY-LIMITED, whose single rule applies the same deny action: that rule's
- * packet counter is exactly what the limit kept from NFLOG, node-wide, per family (hashlimit itself
- * counts nothing). Reading one one-rule chain is cheap at any table size; see deny-log-counters.
- * The hashlimit table is shared by every pod chain of a direction and keyed by the pod's address, so
- * each pod has its own bucket, which survives rewrites of its chain. Its name carries the rate and
- * burst: the kernel keeps the settings of the first rule that created a name, so a changed limit
- * must get a new table.
+ *   <the deny action, e.g. -j DROP>
+ * Only the first packet of a new connection gets there (ESTABLISHED/RELATED traffic was accepted
+ * before the dispatch). NFLOG does not end the packet's walk, so the deny action after it still
+ * applies. Over the limit, the packet jumps to PODWALL-DENY-LIMITED, whose single rule applies the
+ * same deny action: that rule's packet counter is exactly what the limit kept from NFLOG, node-wide,
+ * per family (hashlimit itself counts nothing).
+ * Audit mode (event "audit-deny") has the same shape with its own hashlimit tables, a goto to
+ * PODWALL-AUDIT-LIMITED (which counts and RETURNs) and RETURN in place of the deny action: a would-be
+ * deny is logged, never enforced.
+ * The hashlimit table is shared by every chain of an event and direction and keyed by the pod's
+ * address, so each pod has its own bucket, which survives rewrites of the chains. Its name carries
+ * the rate and burst: the kernel keeps the settings of the first rule that created a name, so a
+ * changed limit must get a new table.
  * The prefix holds a short opaque identifier of the deciding policy or rule, chosen by the renderer.
  * Pure: strings in, strings out. May not: run commands.
  */
 import type { Direction } from "../compiler/model.js";
 
 export const DENY_LIMITED_CHAIN = "PODWALL-DENY-LIMITED";
+/** Audit denies over the limit: counted, and the packet goes on (audit mode never drops). */
+export const AUDIT_LIMITED_CHAIN = "PODWALL-AUDIT-LIMITED";
+
+/** What a deny-log rule reports: a deny, or in audit mode a deny that is not enforced. */
+export type DenyLogEvent = "deny" | "audit-deny";
 /** Marks a prefix as podwall's, so records from anyone else's rules on the group are told apart. */
 export const NFLOG_PREFIX_MARKER = "pw:";
 /**
@@ -38,6 +47,8 @@ export const DENY_LOG_ID_MAX = NFLOG_PREFIX_MAX_BYTES - NFLOG_PREFIX_MARKER.leng
 const ID_RE = /^[A-Za-z0-9._:/=+,@-]+$/;
 
 export interface DenyLogRuleOptions {
+  /** deny (default) or audit-deny: its own hashlimit table and limited chain. */
+  event?: DenyLogEvent;
   /** NFLOG group the agent's reader binds, 0..65535. */
   group: number;
   /** Which side the chain polices: picks the address that names the pod (dst for ingress). */
@@ -50,7 +61,7 @@ export interface DenyLogRuleOptions {
   copyBytes?: number;
   /** Packets the kernel batches per message at most (default 16; the reader's flush timeout bounds the wait). */
   threshold?: number;
-  /** The chain of over-limit packets (default PODWALL-DENY-LIMITED). */
+  /** The chain of over-limit packets (default PODWALL-DENY-LIMITED, or -AUDIT-LIMITED for audits). */
   limitedChain?: string;
   /** Most pod addresses in the hashlimit table (default 16384); an address beyond is dropped unlogged. */
   htableMax?: number;
@@ -75,46 +86,78 @@ function intIn(name: string, v: number, lo: number, hi: number): number {
   return v;
 }
 
-/** The hashlimit table's name for a direction and limit (one table per distinct setting). */
-export function hashlimitName(direction: Direction, ratePerSec: number, burst: number): string {
-  return `pw-deny-${direction === "ingress" ? "ing" : "egr"}-${ratePerSec}-${burst}`;
+/** The hashlimit table's name for an event, direction and limit (one table per distinct setting). */
+export function hashlimitName(
+  direction: Direction,
+  ratePerSec: number,
+  burst: number,
+  event: DenyLogEvent = "deny",
+): string {
+  return `pw-${event === "deny" ? "deny" : "audit"}-${direction === "ingress" ? "ing" : "egr"}-${ratePerSec}-${burst}`;
+}
+
+function checkedDirection(d: Direction): Direction {
+  if (d !== "ingress" && d !== "egress")
+    throw new Error(`deny log direction ${String(d)}: want ingress or egress`);
+  return d;
 }
 
 /**
- * The two rules to put right before a pod chain's deny action, for the deny decided by `id`:
- * [the rate limit (over it: jump to the limited chain), the NFLOG copy]. Throws on an invalid id or
- * option, naming it.
+ * The rate limit to put first in a deny-log chain: over the limit, the packet goes to the limited
+ * chain (deny: a jump, its rule applies the deny action; audit-deny: a goto, its rule RETURNs to the
+ * dispatch, so nothing is logged and the packet goes on). Throws on an invalid option, naming it.
  */
-export function denyLogRuleArgs(id: string, o: DenyLogRuleOptions): [limit: string, nflog: string] {
-  validateDenyLogId(id);
-  if (o.direction !== "ingress" && o.direction !== "egress")
-    throw new Error(`deny log direction ${String(o.direction)}: want ingress or egress`);
-  const group = intIn("group", o.group, 0, 65535);
+export function denyLimitArgs(o: DenyLogRuleOptions): string {
+  const direction = checkedDirection(o.direction);
+  const event = o.event ?? "deny";
   const rate = intIn("rate per second", o.ratePerSec, 1, 100_000);
   const burst = intIn("burst", o.burst, 1, 100_000);
-  // At least an IPv6 header, a few extension-header bytes and the ports.
-  const size = intIn("copy bytes", o.copyBytes ?? 128, 64, 65535);
-  const threshold = intIn("threshold", o.threshold ?? 16, 1, 1000);
   const max = intIn("hashlimit table size", o.htableMax ?? 16384, 16, 1 << 20);
-  const chain = o.limitedChain ?? DENY_LIMITED_CHAIN;
+  const chain = o.limitedChain ?? (event === "deny" ? DENY_LIMITED_CHAIN : AUDIT_LIMITED_CHAIN);
   if (!/^PODWALL-[A-Z0-9-]{1,20}$/.test(chain))
     throw new Error(
       `deny log limited chain ${JSON.stringify(chain)}: want PODWALL- and up to 20 of [A-Z0-9-]`,
     );
-  const mode = o.direction === "ingress" ? "dstip" : "srcip";
+  const mode = direction === "ingress" ? "dstip" : "srcip";
   // Options in the order iptables-save prints them, so a read-back compares equal.
-  const limit =
+  return (
     `-m hashlimit --hashlimit-above ${rate}/sec --hashlimit-burst ${burst} --hashlimit-mode ${mode}` +
-    ` --hashlimit-name ${hashlimitName(o.direction, rate, burst)}` +
-    ` --hashlimit-htable-size ${Math.min(4096, max)} --hashlimit-htable-max ${max} -j ${chain}`;
+    ` --hashlimit-name ${hashlimitName(direction, rate, burst, event)}` +
+    ` --hashlimit-htable-size ${Math.min(4096, max)} --hashlimit-htable-max ${max} ${event === "deny" ? "-j" : "-g"} ${chain}`
+  );
+}
+
+/** The NFLOG copy of a packet whose deny (or audit deny) `id` decided. Throws on a bad id or option. */
+export function nflogArgs(
+  id: string,
+  o: Pick<DenyLogRuleOptions, "group" | "copyBytes" | "threshold">,
+): string {
+  validateDenyLogId(id);
+  const group = intIn("group", o.group, 0, 65535);
+  // At least an IPv6 header, a few extension-header bytes and the ports.
+  const size = intIn("copy bytes", o.copyBytes ?? 128, 64, 65535);
+  const threshold = intIn("threshold", o.threshold ?? 16, 1, 1000);
   // Quoted as iptables-save prints any prefix with characters beyond [A-Za-z0-9_.-] (':' always).
-  const nflog = `-j NFLOG --nflog-prefix "${NFLOG_PREFIX_MARKER}${id}" --nflog-group ${group} --nflog-size ${size} --nflog-threshold ${threshold}`;
-  return [limit, nflog];
+  return `-j NFLOG --nflog-prefix "${NFLOG_PREFIX_MARKER}${id}" --nflog-group ${group} --nflog-size ${size} --nflog-threshold ${threshold}`;
+}
+
+/**
+ * The two rules to put right before a deny action, for the deny decided by `id`: [the rate limit
+ * (over it: to the limited chain), the NFLOG copy]. Throws on an invalid id or option, naming it.
+ */
+export function denyLogRuleArgs(id: string, o: DenyLogRuleOptions): [limit: string, nflog: string] {
+  validateDenyLogId(id);
+  return [denyLimitArgs(o), nflogArgs(id, o)];
 }
 
 /** The limited chain's rules: the same deny action as the pod chains, counted in one place. */
 export function denyLimitedChainRules(denyAction: "DROP" | "REJECT" = "DROP"): string[] {
   return [`-j ${denyAction}`];
+}
+
+/** The audit limited chain's rule: counted, then back to the dispatch (an audit never drops). */
+export function auditLimitedChainRules(): string[] {
+  return ["-j RETURN"];
 }
 
 /** The identifier a record's prefix carries, or undefined when the prefix is not podwall's. */

@@ -4,8 +4,9 @@
  *
  * Owns: the rule that decides it, by name grammar and by reference, never by a rule's comment:
  * - a chain is ours iff its name is one podwall generates: PODWALL-FORWARD, -INPUT, -OUTPUT,
- *   -NOADDR, -DENY-LIMITED, PODWALL-ING-/PODWALL-EGR- plus 16 hex digits (a hash), or a pod's tier
- *   chain PODWALL-INGN-/INGB-/EGRN-/EGRB- plus 15 hex digits;
+ *   -NOADDR, -DENY-LIMITED, -AUDIT-LIMITED, PODWALL-ING-/PODWALL-EGR- plus 16 hex digits (a hash), a
+ *   pod's tier chain PODWALL-INGN-/INGB-/EGRN-/EGRB- or audit chain PODWALL-INGX/Y/Z-, EGRX/Y/Z- plus
+ *   15 hex digits, or a deny-log chain PODWALL-DL-/PODWALL-AL- plus 16 hex digits;
  * - an ipset is ours iff its name is PODWALL-, an optional T (the applier's swap temporary), S, D, F,
  *   B or N, the family (4 or 6), a dash and 16 hex digits;
  * A new kind of object needs its name here first: the applier refuses to create a name outside
@@ -19,7 +20,7 @@
  */
 
 const CHAIN =
-  /^PODWALL-(?:FORWARD|INPUT|OUTPUT|NOADDR|DENY-LIMITED|(?:ING|EGR)-[0-9a-f]{16}|(?:ING|EGR)[NB]-[0-9a-f]{15})$/;
+  /^PODWALL-(?:FORWARD|INPUT|OUTPUT|NOADDR|DENY-LIMITED|AUDIT-LIMITED|(?:ING|EGR|DL|AL)-[0-9a-f]{16}|(?:ING|EGR)[NBXYZ]-[0-9a-f]{15})$/;
 const SET = /^PODWALL-T?[SDBNF][46]-[0-9a-f]{16}$/;
 const TARGET = /(?:^| )-[jg] (\S+)/;
 

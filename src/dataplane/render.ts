@@ -19,12 +19,22 @@
  *   PODWALL-INGN-<h>   NetworkPolicy tier: accept rules RETURN, then DROP;
  *   PODWALL-INGB-<h>   baseline (only when no NetworkPolicy isolates the pod): as admin, a pass
  *                      RETURNs (the default allows), and the chain's end RETURNs.
+ * With deny logs (RenderOptions.denyLog), every deny goes to the deny-log chain of what decided it,
+ * PODWALL-DL-<id> (per-pod kernel limit, NFLOG with the id, then the deny action; deny-log-rules.ts),
+ * shared by every pod it denies for; the id's attribution is returned in DesiredState.logIds. A pod
+ * that audit policies select also gets audit chains (PODWALL-INGX/-INGY/-INGZ-<h>: its audit plan
+ * as entry/admin, NetworkPolicy and baseline tiers) that send would-be denies to PODWALL-AL-<id>
+ * (limit, NFLOG, RETURN), jumped to after every enforced dispatch rule, so only what is enforced
+ * allows is judged there; they never drop. In nfqueue mode such a pod is queued instead.
+ * Each pod-chain rule that decides is listed in RenderedFamily.counted with the policy verdict its
+ * packet counter counts (the agent reads the counters: per-policy metrics in this dataplane).
  * May not: run commands, or decide policy differently from the engine (it spells the same plan).
  */
+
+import { auditDeciders } from "../compiler/audit.js";
 import { type Family, parseIP } from "../compiler/ip.js";
 import { type ContainerPort, type Direction, PROTO, protoToolName } from "../compiler/model.js";
 import { ANY_PROTO, type PortSpec } from "../compiler/ports.js";
-import type { Action as PolicyAction } from "../compiler/rule-model.js";
 import type {
   CompiledPeer,
   CompiledRule,
@@ -33,7 +43,22 @@ import type {
   PolicyRecord,
   PolicyTable,
 } from "../compiler/table.js";
+import {
+  AUDIT_LIMITED_CHAIN,
+  auditLimitedChainRules,
+  DENY_LIMITED_CHAIN,
+  type DenyLogEvent,
+  denyLimitedChainRules,
+} from "./deny-log-rules.js";
 import { interfaceNameProblem } from "./ifname.js";
+import {
+  defaultDenyLogId,
+  type LogAttribution,
+  logChainName,
+  noAddressLogId,
+  type RuleCount,
+  ruleLogId,
+} from "./log-attribution.js";
 import { DEFAULT_QUEUE_NUM } from "./nfqueue/defaults.js";
 import { createLine, FamilySets, type NamedPort, PREFIX, type RenderedSet } from "./render-sets.js";
 import {
@@ -77,11 +102,26 @@ export interface RenderOptions {
   denyAction?: "DROP" | "REJECT";
   /** ClusterIP ranges that IPVS owns: pod -> these in INPUT is judged later, in OUTPUT, after translation. */
   serviceCIDRs?: string[];
+  /**
+   * iptables: every deny goes through a deny-log chain (a per-pod kernel limit, then NFLOG to `group`
+   * with the deciding rule's id), and pods audit policies select get audit chains that log would-be
+   * denies the same way. Without it denies drop silently and audit policies are not observed.
+   */
+  denyLog?: DenyLogRender;
+}
+
+export interface DenyLogRender {
+  group: number;
+  /** Logged new connections per second and burst, per pod address (deny and audit each their own). */
+  ratePerSec: number;
+  burst: number;
 }
 
 export interface RenderedFamily {
   /** Chain name -> rule argument strings (what follows `-A CHAIN`), in order. */
   chains: Map<string, string[]>;
+  /** Pod chains -> per rule (same order), the policy verdict its packet counter counts, or null. */
+  counted: Map<string, (RuleCount | null)[]>;
 }
 
 export interface DesiredState {
@@ -90,6 +130,8 @@ export interface DesiredState {
   sets: Map<string, RenderedSet>;
   /** Local pods with a plan per direction (isolated or governed by a cluster policy), for metrics. */
   isolated: { ingress: number; egress: number; pods: number };
+  /** Every deny-log id in the rules (RenderOptions.denyLog) -> what decided. */
+  logIds: Map<string, LogAttribution>;
 }
 
 /** Where pods with a plan go in a family they have no address in: nothing is allowed. */
@@ -104,15 +146,20 @@ function resolveNamed(ports: readonly ContainerPort[], p: NamedPort): ContainerP
   });
 }
 
+/** A rule and the policy verdict its counter counts (kernel counters, per policy). */
+type CountedRule = Rule & { count?: RuleCount };
+
 class FamilyRenderer {
   readonly chains = new Map<string, string[]>();
+  readonly counted = new Map<string, (RuleCount | null)[]>();
   readonly sets: FamilySets;
 
   constructor(
     readonly family: Family,
-    table: PolicyTable,
+    private readonly table: PolicyTable,
     sets: Map<string, RenderedSet>,
     private readonly opts: RenderOptions,
+    private readonly logIds: Map<string, LogAttribution>,
   ) {
     this.sets = new FamilySets(family, table, sets);
   }
@@ -144,13 +191,20 @@ class FamilyRenderer {
   }
 
   /** Rules of one policy rule for a pod: peers x ports, each ending in `action`. */
-  ruleRules(pol: PolicyRecord, dir: Direction, rule: CompiledRule, self: PodRecord, action: Action): Rule[] {
+  ruleRules(
+    pol: PolicyRecord,
+    dir: Direction,
+    rule: CompiledRule,
+    self: PodRecord,
+    action: Action,
+    count?: RuleCount,
+  ): CountedRule[] {
     const side = dir === "ingress" ? "src" : "dst";
     const comment = `${pol.key} ${dir}[${rule.index}]${rule.name ? ` ${rule.name}` : ""} ${rule.action}`;
     const peers: (CompiledPeer | null)[] = rule.peers === null ? [null] : [...rule.peers];
     const ports: (PortSpec | null)[] = rule.ports === null ? [null] : [...rule.ports];
-    const out: Rule[] = [];
-    const add = (match: Match) => out.push({ match, action, comment });
+    const out: CountedRule[] = [];
+    const add = (match: Match) => out.push({ match, action, comment, count });
     for (const peer of peers) {
       const pm = peer === null ? {} : this.peerMatch(peer, side, self);
       if (pm === null) continue;
@@ -185,18 +239,62 @@ class FamilyRenderer {
     return this.opts.denyAction === "REJECT" ? { kind: "reject" } : { kind: "drop" };
   }
 
-  private actionOf(a: PolicyAction, next: Action): Action {
-    return a === "accept" ? { kind: "return" } : a === "deny" ? this.deny() : next;
-  }
-
-  private setChain(name: string, rules: Rule[]): void {
+  private setChain(name: string, rules: CountedRule[]): void {
     this.chains.set(name, rules.map(toIptables));
+    if (rules.some((r) => r.count))
+      this.counted.set(
+        name,
+        rules.map((r) => r.count ?? null),
+      );
   }
 
-  /** The tier chains of one pod and direction; returns the entry chain. */
-  podChains(pod: PodRecord, dir: Direction, plan: Plan): string {
+  /**
+   * Where a deny (or, in an audit chain, a would-be deny) decided by `id` goes: with deny logs on,
+   * the id's deny-log chain (made once per family, shared by every pod chain that reaches it:
+   * limit, NFLOG, then the deny action or, for an audit, RETURN); otherwise the deny action.
+   */
+  denyTo(a: LogAttribution, id: string): Action {
+    const log = this.opts.denyLog;
+    if (!log) return a.event === "deny" ? this.deny() : { kind: "return" };
+    const chain = logChainName(a.event, id);
+    if (!this.chains.has(chain)) {
+      const o = { ...log, direction: a.direction, event: a.event };
+      const what = `${a.event} ${a.direction} ${a.reason ?? a.policies.join(",")}${a.rule ? ` [${a.rule.index}]` : ""}`;
+      this.setChain(chain, [
+        { match: {}, action: { kind: "deny-limit", log: o }, comment: `${what}: over the per-pod log limit` },
+        { match: {}, action: { kind: "nflog", id, log: o }, comment: `${what}: log` },
+        { match: {}, action: a.event === "deny" ? this.deny() : { kind: "return" }, comment: what },
+      ]);
+      this.logIds.set(id, a);
+    }
+    return { kind: "goto", chain };
+  }
+
+  /** The chains over-limit packets go to: counted there, then denied (or, for audits, let go). */
+  limitedChains(): void {
+    const names = [...this.chains.keys()];
+    if (names.some((c) => c.startsWith(logChainName("deny", ""))))
+      this.chains.set(
+        DENY_LIMITED_CHAIN,
+        denyLimitedChainRules(this.opts.denyAction).map((r) =>
+          withComment(r, "deny log: over the per-pod limit"),
+        ),
+      );
+    if (names.some((c) => c.startsWith(logChainName("audit-deny", ""))))
+      this.chains.set(
+        AUDIT_LIMITED_CHAIN,
+        auditLimitedChainRules().map((r) => withComment(r, "audit log: over the per-pod limit")),
+      );
+  }
+
+  /**
+   * The tier chains of one pod and direction; returns the entry chain. `audit`: the pod's audit
+   * plan spelled as chains that never drop: a would-be deny is logged and RETURNs.
+   */
+  podChains(pod: PodRecord, dir: Direction, plan: Plan, audit = false): string {
     const tag = dir === "ingress" ? "ING" : "EGR";
-    const entry = `${PREFIX}${tag}-${shortHash(pod.key)}`;
+    const sub = (t: string) => `${PREFIX}${tag}${t}-${shortHash(pod.key, 15)}`;
+    const entry = audit ? sub("X") : `${PREFIX}${tag}-${shortHash(pod.key)}`;
     if (this.opts.dataplane === "nfqueue") {
       const first = this.opts.queueNum ?? DEFAULT_QUEUE_NUM;
       const count = Math.max(1, this.opts.queueCount ?? 1);
@@ -209,17 +307,37 @@ class FamilyRenderer {
       ]);
       return entry;
     }
-    const sub = (t: string) => `${PREFIX}${tag}${t}-${shortHash(pod.key, 15)}`;
+    const event: DenyLogEvent = audit ? "audit-deny" : "deny";
+    const isAudit = (key: string) => this.table.policy(key)?.spec.audit === true;
     const hasAdmin = plan.admin.length > 0;
-    const npChain = plan.namespaced.length > 0 ? (hasAdmin ? sub("N") : entry) : undefined;
-    const baseChain = !npChain && plan.baseline.length > 0 ? (hasAdmin ? sub("B") : entry) : undefined;
+    const npChain = plan.namespaced.length > 0 ? (hasAdmin ? sub(audit ? "Y" : "N") : entry) : undefined;
+    const baseChain =
+      !npChain && plan.baseline.length > 0 ? (hasAdmin ? sub(audit ? "Z" : "B") : entry) : undefined;
     const next = npChain ?? baseChain;
     const toNext: Action = next ? { kind: "goto", chain: next } : { kind: "return" };
-    const ordered = (list: readonly PolicyRecord[], passTo: Action): Rule[] => {
-      const rules: Rule[] = [];
+    const ordered = (list: readonly PolicyRecord[], passTo: Action): CountedRule[] => {
+      const rules: CountedRule[] = [];
       for (const pol of list)
-        for (const r of pol[dir] ?? [])
-          rules.push(...this.ruleRules(pol, dir, r, pod, this.actionOf(r.action, passTo)));
+        for (const r of pol[dir] ?? []) {
+          let action: Action = passTo;
+          let count: RuleCount | undefined;
+          if (r.action === "accept") {
+            action = { kind: "return" };
+            if (!audit) count = { policies: [pol.key], direction: dir, result: "allow" };
+          } else if (r.action === "deny") {
+            const a: LogAttribution = {
+              event,
+              direction: dir,
+              policies: [pol.key],
+              tier: pol.tier,
+              rule: { index: r.index, name: r.name },
+              action: "deny",
+            };
+            action = this.denyTo(a, ruleLogId(event, pol.key, pol.spec.fingerprint, dir, r.index));
+            count = { policies: a.policies, direction: dir, result: event };
+          }
+          rules.push(...this.ruleRules(pol, dir, r, pod, action, count));
+        }
       return rules;
     };
     if (hasAdmin) {
@@ -229,7 +347,20 @@ class FamilyRenderer {
     }
     if (npChain) {
       const rules = ordered(plan.namespaced, { kind: "return" });
-      rules.push({ match: {}, action: this.deny(), comment: `${pod.key} ${dir} default deny` });
+      const keys = plan.namespaced.map((p) => p.key);
+      const a: LogAttribution = {
+        event,
+        direction: dir,
+        policies: audit ? auditDeciders(keys, isAudit) : keys,
+        tier: "namespaced",
+        action: "deny",
+      };
+      rules.push({
+        match: {},
+        action: this.denyTo(a, defaultDenyLogId(event, dir, keys)),
+        comment: `${pod.key} ${dir} default deny`,
+        count: { policies: a.policies, direction: dir, result: event },
+      });
       this.setChain(npChain, rules);
     }
     if (baseChain) this.setChain(baseChain, ordered(plan.baseline, { kind: "return" }));
@@ -246,7 +377,10 @@ export function renderNode(
 ): DesiredState {
   const sets = new Map<string, RenderedSet>();
   const isolated = { ingress: 0, egress: 0, pods: 0 };
-  const fams = ([4, 6] as const).map((f) => new FamilyRenderer(f, table, sets, opts));
+  const logIds = new Map<string, LogAttribution>();
+  const fams = ([4, 6] as const).map((f) => new FamilyRenderer(f, table, sets, opts, logIds));
+  // Audit policies are observed where a verdict can be reported: in userspace, or through NFLOG.
+  const observeAudit = opts.dataplane === "nfqueue" || opts.denyLog !== undefined;
   const sorted = [...localPods].sort((a, b) => a.key.localeCompare(b.key));
   for (const r of fams) {
     const fwd: Rule[] = [
@@ -275,11 +409,25 @@ export function renderNode(
           comment: "IPVS service range: judged after translation in OUTPUT",
         });
     }
+    // Audit chains come after every enforced dispatch rule: reached only by what is enforced allows.
+    // Egress first, so a flow both ends would deny is logged (and deduplicated) as its egress.
+    const audit = {
+      fwd: { egress: [] as Rule[], ingress: [] as Rule[] },
+      input: [] as Rule[],
+      output: { egress: [] as Rule[], ingress: [] as Rule[] },
+    };
     for (const lp of sorted) {
       const pod = table.pod(lp.key);
       if (!pod?.identity) continue;
       const ing = table.plan(pod.identity, "ingress");
       const eg = table.plan(pod.identity, "egress");
+      // The plan with audit policies in force, where one applies (and can be observed).
+      const auditOf = (dir: Direction): Plan | undefined => {
+        const p = observeAudit ? table.auditPlan(pod.identity!, dir) : undefined;
+        return p?.audited ? p : undefined;
+      };
+      const ingAudit = auditOf("ingress");
+      const egAudit = auditOf("egress");
       if (r.family === 4 && (!ing.empty || !eg.empty)) {
         isolated.pods++;
         if (!ing.empty) isolated.ingress++;
@@ -291,35 +439,47 @@ export function renderNode(
       const fromPod: Match = lp.bridged ? { physdevIn: lp.hostIf } : { inIf: lp.hostIf };
       if (ips.length === 0) {
         // No address in this family: the pod can only spoof, so a governed direction allows nothing.
-        // One static chain keeps policy changes from rewriting this family at all.
-        if (!r.chains.has(NOADDR_CHAIN))
+        // Static chains (one, or with deny logs one per direction) keep policy changes from
+        // rewriting this family at all.
+        const logged = opts.dataplane === "iptables" && opts.denyLog !== undefined;
+        if (!logged && !r.chains.has(NOADDR_CHAIN))
           r.chains.set(NOADDR_CHAIN, [withComment("-j DROP", "governed pod, no address in this family")]);
         // Without a name iptables matches exactly, nothing reaches the pod in this family anyway, and
         // what it might spoof cannot be told apart: leave it.
         if (!named) continue;
-        const to: Action = { kind: "jump", chain: NOADDR_CHAIN };
+        const to = (direction: Direction): Action =>
+          logged
+            ? r.denyTo(
+                { event: "deny", direction, policies: [], reason: "no-address" },
+                noAddressLogId(direction),
+              )
+            : { kind: "jump", chain: NOADDR_CHAIN };
         if (!eg.empty) {
-          fwd.push({ match: fromPod, action: to, comment: `${pod.key} egress` });
-          input.push({ match: fromPod, action: to, comment: `${pod.key} egress` });
+          fwd.push({ match: fromPod, action: to("egress"), comment: `${pod.key} egress` });
+          input.push({ match: fromPod, action: to("egress"), comment: `${pod.key} egress` });
         }
         if (!ing.empty && !lp.bridged)
-          fwd.push({ match: { outIf: lp.hostIf }, action: to, comment: `${pod.key} ingress` });
+          fwd.push({ match: { outIf: lp.hostIf }, action: to("ingress"), comment: `${pod.key} ingress` });
         continue;
       }
-      if (!eg.empty) {
-        const chain: Action = { kind: "jump", chain: r.podChains(pod, "egress", eg) };
+      // In userspace one queue chain answers for both plans.
+      const queueAudit = opts.dataplane === "nfqueue";
+      const egPlan = !eg.empty ? eg : queueAudit ? egAudit : undefined;
+      const ingPlan = !ing.empty ? ing : queueAudit ? ingAudit : undefined;
+      const from: Match[] = named ? [fromPod] : ips.map((ip) => ({ src: ip }));
+      // Bridged pods, and pods whose interface iptables cannot name exactly, by destination address.
+      const toPod: Match[] = lp.bridged || !named ? ips.map((ip) => ({ dst: ip })) : [{ outIf: lp.hostIf }];
+      if (egPlan) {
+        const chain: Action = { kind: "jump", chain: r.podChains(pod, "egress", egPlan) };
         const what = `${pod.key} egress`;
-        const from: Match[] = named ? [fromPod] : ips.map((ip) => ({ src: ip }));
         for (const m of from) fwd.push({ match: m, action: chain, comment: what });
         for (const m of from) input.push({ match: m, action: chain, comment: what });
         for (const ip of ips)
           output.push({ match: { src: ip }, action: chain, comment: `${what} (IPVS-forwarded)` });
       }
-      if (!ing.empty) {
-        const chain: Action = { kind: "jump", chain: r.podChains(pod, "ingress", ing) };
+      if (ingPlan) {
+        const chain: Action = { kind: "jump", chain: r.podChains(pod, "ingress", ingPlan) };
         const what = `${pod.key} ingress`;
-        // Bridged pods, and pods whose interface iptables cannot name exactly, by destination address.
-        const toPod: Match[] = lp.bridged || !named ? ips.map((ip) => ({ dst: ip })) : [{ outIf: lp.hostIf }];
         for (const m of toPod) fwd.push({ match: m, action: chain, comment: what });
         for (const m of toPod) {
           output.push({
@@ -330,12 +490,49 @@ export function renderNode(
           output.push({ match: m, action: chain, comment: `${what} (IPVS-forwarded)` });
         }
       }
+      if (queueAudit) continue;
+      if (egAudit) {
+        const chain: Action = { kind: "jump", chain: r.podChains(pod, "egress", egAudit, true) };
+        const what = `${pod.key} egress audit`;
+        for (const m of from) audit.fwd.egress.push({ match: m, action: chain, comment: what });
+        for (const m of from) audit.input.push({ match: m, action: chain, comment: what });
+        for (const ip of ips)
+          audit.output.egress.push({
+            match: { src: ip },
+            action: chain,
+            comment: `${what} (IPVS-forwarded)`,
+          });
+      }
+      if (ingAudit) {
+        const chain: Action = { kind: "jump", chain: r.podChains(pod, "ingress", ingAudit, true) };
+        const what = `${pod.key} ingress audit`;
+        for (const m of toPod) audit.fwd.ingress.push({ match: m, action: chain, comment: what });
+        for (const m of toPod) {
+          // From its own node the pod is exempt, audited or not.
+          audit.output.ingress.push({
+            match: { ...m, srcTypeLocal: true },
+            action: { kind: "return" },
+            comment: `${pod.key} from its own node (probes)`,
+          });
+          audit.output.ingress.push({ match: m, action: chain, comment: `${what} (IPVS-forwarded)` });
+        }
+      }
     }
+    fwd.push(...audit.fwd.egress, ...audit.fwd.ingress);
+    input.push(...audit.input);
+    output.push(...audit.output.egress, ...audit.output.ingress);
+    r.limitedChains();
     r.chains.set(TOP_CHAINS.FORWARD, fwd.map(toIptables));
     r.chains.set(TOP_CHAINS.INPUT, input.map(toIptables));
     r.chains.set(TOP_CHAINS.OUTPUT, output.map(toIptables));
   }
-  return { v4: { chains: fams[0].chains }, v6: { chains: fams[1].chains }, sets, isolated };
+  return {
+    v4: { chains: fams[0].chains, counted: fams[0].counted },
+    v6: { chains: fams[1].chains, counted: fams[1].counted },
+    sets,
+    isolated,
+    logIds,
+  };
 }
 
 /** The jump rule we own in each built-in chain. */

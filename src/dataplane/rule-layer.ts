@@ -1,6 +1,7 @@
 /**
  * rule-layer: the dataplane's own rule language between the compiled table and a kernel backend. A
- * rule is a match and an action (accept, drop, reject, return, jump, goto, queue, log); the renderer
+ * rule is a match and an action (accept, drop, reject, return, jump, goto, queue, and a deny log's
+ * kernel limit and NFLOG copy, spelled by deny-log-rules); the renderer
  * builds chains of these, and a backend serializes them. Today's backend is iptables-restore text
  * (`toIptables`); an nftables backend would be a second serializer, not a second renderer.
  *
@@ -10,6 +11,7 @@
  * May not: know about policies or pods; it only spells rules.
  */
 import { createHash } from "node:crypto";
+import { type DenyLogRuleOptions, denyLimitArgs, nflogArgs } from "./deny-log-rules.js";
 import { interfaceArg } from "./ifname.js";
 
 export type ProtoMatch = "tcp" | "udp" | "sctp" | "ipv6-icmp";
@@ -39,8 +41,13 @@ export type Action =
   | { kind: "jump"; chain: string }
   | { kind: "goto"; chain: string }
   | { kind: "queue"; first: number; count: number; bypass: boolean }
-  /** Copy to userspace over NFLOG (the packet continues to the next rule). */
-  | { kind: "nflog"; group: number; prefix: string };
+  /**
+   * A deny log's kernel rate limit: over it, to the limited chain (a hashlimit match with its
+   * target, spelled by deny-log-rules).
+   */
+  | { kind: "deny-limit"; log: DenyLogRuleOptions }
+  /** Copy to userspace over NFLOG with podwall's prefix for `id` (the packet goes on to the next rule). */
+  | { kind: "nflog"; id: string; log: DenyLogRuleOptions };
 
 export interface Rule {
   match: Match;
@@ -101,8 +108,10 @@ function actionArgs(a: Action): string {
         ? `-j NFQUEUE --queue-balance ${a.first}:${a.first + a.count - 1}${bypass} --queue-cpu-fanout`
         : `-j NFQUEUE --queue-num ${a.first}${bypass}`;
     }
+    case "deny-limit":
+      return denyLimitArgs(a.log);
     case "nflog":
-      return `-j NFLOG --nflog-group ${a.group} --nflog-prefix ${a.prefix.replace(/[^A-Za-z0-9._:=-]/g, "_").slice(0, 63)}`;
+      return nflogArgs(a.id, a.log);
   }
 }
 

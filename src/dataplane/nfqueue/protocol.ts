@@ -31,6 +31,10 @@ export interface VerdictConfig {
 
 export interface DenyEvent {
   type: "deny";
+  /** deny: the packet was dropped; audit-deny: accepted, but the decider says an audit policy would deny it. */
+  event: "deny" | "audit-deny";
+  /** What decided, as the decider module's optional `reportOf(result)` described it: the worker's own verdict. */
+  report?: unknown;
   src: string;
   dst: string;
   proto: number;
@@ -38,7 +42,13 @@ export interface DenyEvent {
   srcPort: number;
 }
 
-export type Decider = (src: string, dst: string, proto: number, dport: number) => { allowed: boolean };
+/** A decision: `audit` truthy on an allowed packet reports it as an audit deny. */
+export type Decider = (
+  src: string,
+  dst: string,
+  proto: number,
+  dport: number,
+) => { allowed: boolean; audit?: unknown };
 
 /** Parent -> runner. */
 export type ToRunner =

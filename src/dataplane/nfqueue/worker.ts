@@ -41,6 +41,8 @@ interface DeciderModule {
   createDecider: DeciderFactory;
   /** Optional: per-decider counters, drained about once a second off the packet path. */
   drainCounters?: () => unknown;
+  /** Optional: what a reported decision (a drop, or an audit deny) says decided it, structured-clonable. */
+  reportOf?: (result: ReturnType<Decider>) => unknown;
 }
 
 async function loadDeciderModule(url: string): Promise<DeciderModule> {
@@ -51,6 +53,7 @@ async function loadDeciderModule(url: string): Promise<DeciderModule> {
   return {
     createDecider: mod.createDecider as DeciderFactory,
     drainCounters: typeof mod.drainCounters === "function" ? (mod.drainCounters as () => unknown) : undefined,
+    reportOf: typeof mod.reportOf === "function" ? (mod.reportOf as DeciderModule["reportOf"]) : undefined,
   };
 }
 
@@ -80,19 +83,23 @@ async function main(init: WorkerInit): Promise<void> {
 
   let factory: DeciderFactory;
   let drainCounters: (() => unknown) | undefined;
+  let reportOf: DeciderModule["reportOf"];
   let decide: Decider;
   try {
     const mod = await loadDeciderModule(cfg.deciderModule);
     factory = mod.createDecider;
     drainCounters = mod.drainCounters;
+    reportOf = mod.reportOf;
     decide = buildDecider(factory, cfg.table);
   } catch (e) {
     post({ type: "error", message: `decider: ${errText(e)}`, fatal: true });
     return;
   }
 
-  // Deny reporting: one event per flow per flush window, at most MAX_PENDING_DENIES per window; the
-  // rest are counted. The log-line rate limit is the agent's, where the lines are written.
+  // Deny (and audit deny) reporting: one event per flow per flush window, at most MAX_PENDING_DENIES
+  // per window; the rest are counted. Each event carries this worker's own verdict (reportOf), so
+  // the line names what decided here, not what a later table would say. The log-line rate limit is
+  // the agent's, where the lines are written.
   let pending: DenyEvent[] = [];
   let lastFlush = 0;
   const flush = (now: number): void => {
@@ -125,6 +132,7 @@ async function main(init: WorkerInit): Promise<void> {
     let verdict = defaultVerdict;
     let slot = 5;
     let parsed = false;
+    let decided: ReturnType<Decider> | undefined;
     try {
       const len = queue.payload(nfad);
       if (len > 0 && parsePacket(queue.buf, queue.payloadOffset, len, pkt)) {
@@ -134,6 +142,7 @@ async function main(init: WorkerInit): Promise<void> {
           const r = decide(pkt.src, pkt.dst, pkt.proto, pkt.dstPort);
           if (r !== null && typeof r === "object" && typeof r.allowed === "boolean") {
             verdict = r.allowed ? NF_ACCEPT : NF_DROP;
+            decided = r;
           } else {
             counters[Slot.deciderErrors]++;
           }
@@ -164,14 +173,24 @@ async function main(init: WorkerInit): Promise<void> {
     counters[Slot.latencySumUs] += us;
     if (us > counters[Slot.latencyMaxUs]) counters[Slot.latencyMaxUs] = us;
 
-    if (verdict === NF_DROP && parsed) {
+    const audit = verdict === NF_ACCEPT && decided?.audit;
+    if (parsed && (verdict === NF_DROP || audit)) {
       const last = pending.length > 0 ? pending[pending.length - 1] : undefined;
       if (pending.length >= MAX_PENDING_DENIES || (last !== undefined && sameFlow(last, pkt))) {
         counters[Slot.deniesSuppressed]++;
       } else {
         counters[Slot.deniesReported]++;
+        let report: unknown;
+        if (decided && reportOf)
+          try {
+            report = reportOf(decided);
+          } catch {
+            counters[Slot.deciderErrors]++;
+          }
         pending.push({
           type: "deny",
+          event: audit ? "audit-deny" : "deny",
+          report,
           src: pkt.src,
           dst: pkt.dst,
           proto: pkt.proto,
