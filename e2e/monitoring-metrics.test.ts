@@ -2,8 +2,8 @@
  * Every metric the Grafana dashboard and the alert rules in deploy/monitoring use exists in a running
  * agent's /metrics: the real agent (`node dist/cli/main.js agent --source DIR --lab L --dataplane
  * nfqueue`, so the userspace series are registered too) programming a one-pod lab node.
- * Metrics issue 11 adds that the agent does not register yet are in PENDING below; a pending name
- * that is registered, or no longer used, fails the test, so the list only shrinks.
+ * Metrics not registered yet would be listed in PENDING below (none are); a pending name that is
+ * registered, or no longer used, fails the test, so the list only shrinks.
  * Runs as root; the lab (mm*) and the agent are removed in afterAll.
  */
 import type { ChildProcess } from "node:child_process";
@@ -21,18 +21,10 @@ const MON = join(ROOT, "deploy", "monitoring");
 const LAB = `mm${process.pid.toString(36)}`.slice(0, 12);
 
 /**
- * Used by the dashboard or the rules, not registered by the agent yet. The lead empties this list
- * as issue 11 lands (register each in src/agent/metrics.ts, then delete its line here).
+ * Used by the dashboard or the rules, not registered by the agent yet: none. A metric a dashboard
+ * needs before the agent serves it goes here, with a line on what it will measure, until it lands.
  */
-const PENDING = new Set([
-  // Readiness as a gauge: 1 while /readyz answers ready (the PodwallAgentNotReady alert).
-  "podwall_ready",
-  // Audit mode: would-be denies per audit policy, {policy, direction}.
-  "podwall_audit_denials_total",
-  // iptables mode: denied packets the kernel's per-pod limit kept from NFLOG (the PODWALL-DENY-LIMITED
-  // chain's counter, read with deny-log-counters; no labels).
-  "podwall_deny_log_kernel_limited_total",
-]);
+const PENDING = new Set<string>();
 /** Series Prometheus makes itself when it scrapes, never in /metrics. */
 const SCRAPE_SERIES = new Set(["up"]);
 

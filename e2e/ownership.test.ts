@@ -14,7 +14,7 @@ import { run } from "../src/dataplane/exec.js";
 import { labLocalPods } from "../src/dataplane/lab/program.js";
 import { ownsChain, ownsSet } from "../src/dataplane/ownership.js";
 import { renderNode } from "../src/dataplane/render.js";
-import { LabHarness } from "./support/harness.js";
+import { harnessRenderOptions, LabHarness } from "./support/harness.js";
 import { policy, sel, xyzModel } from "./support/model.js";
 
 const TCP80 = { port: 80, protocol: "TCP" as const };
@@ -104,7 +104,7 @@ describe.each(["nft", "legacy"] as const)(
       const fresh = new KernelApplier({ netns: nsn });
       expect(await fresh.detectBackend()).toBe(backend);
       const local = await labLocalPods(h.lab);
-      const again = await fresh.apply(renderNode(h.table, local, { dataplane: "iptables" }));
+      const again = await fresh.apply(renderNode(h.table, local, harnessRenderOptions("iptables")));
       expect([again.chainsWritten, again.chainsDeleted, again.setsCreated, again.setsDestroyed]).toEqual([
         0, 0, 0, 0,
       ]);
@@ -132,6 +132,11 @@ describe("ownership grammar", () => {
       "PODWALL-INGN-0123456789abcde",
       "PODWALL-EGRB-0123456789abcde",
       "PODWALL-DENY-LIMITED",
+      "PODWALL-AUDIT-LIMITED",
+      "PODWALL-DL-0123456789abcdef",
+      "PODWALL-AL-0123456789abcdef",
+      "PODWALL-INGX-0123456789abcde",
+      "PODWALL-EGRZ-0123456789abcde",
     ])
       expect(ownsChain(c)).toBe(true);
     for (const c of [
@@ -139,6 +144,8 @@ describe("ownership grammar", () => {
       "PODWALL-ING-x",
       "PODWALL-ING-0123456789abcdef0",
       "PODWALL-FORWARD2",
+      "PODWALL-DL-0123456789abcde",
+      "PODWALL-INGQ-0123456789abcde",
       "FORWARD",
     ])
       expect(ownsChain(c)).toBe(false);
@@ -154,12 +161,36 @@ describe("ownership grammar", () => {
       expect(ownsSet(s)).toBe(false);
   });
 
-  it("covers every name the renderer makes (the demo cluster: tiers, named ports, ipBlocks)", () => {
+  it("covers every name the renderer makes (the demo cluster: tiers, named ports, ipBlocks, deny logs, audit)", () => {
     const set = loadManifestFiles([join(import.meta.dirname, "..", "examples", "demo")]);
     const table = tableFromManifests(set);
+    // An audit policy with every tier's chain: admin, then the NetworkPolicy tier.
+    table.upsertPolicy({
+      apiVersion: "policy.networking.k8s.io/v1alpha2",
+      kind: "ClusterNetworkPolicy",
+      metadata: { name: "trial", annotations: { "podwall.io/enforcement": "audit" } },
+      spec: {
+        tier: "Admin",
+        priority: 1,
+        subject: { namespaces: {} },
+        ingress: [{ action: "Deny", from: [{ namespaces: { matchLabels: { x: "y" } } }] }],
+      },
+    });
     const local = set.pods.map((p, i) => ({ key: `${p.namespace}/${p.name}`, hostIf: `veth${i}` }));
     for (const dataplane of ["iptables", "nfqueue"] as const) {
-      const d = renderNode(table, local, { dataplane });
+      const d = renderNode(table, local, harnessRenderOptions(dataplane));
+      if (dataplane === "iptables")
+        for (const p of [
+          "PODWALL-DL-",
+          "PODWALL-AL-",
+          "PODWALL-INGX-",
+          "PODWALL-INGY-",
+          "PODWALL-DENY-LIMITED",
+        ])
+          expect(
+            [...d.v4.chains.keys()].some((c) => c.startsWith(p)),
+            p,
+          ).toBe(true);
       const chains = [...d.v4.chains.keys(), ...d.v6.chains.keys()];
       expect(chains.length).toBeGreaterThan(3);
       expect(chains.filter((c) => !ownsChain(c))).toEqual([]);

@@ -205,6 +205,62 @@ describe("bad input: exit 2, one clear line, no stack trace", () => {
   });
 });
 
+describe("audit policies in simulate and explain", () => {
+  const trial = `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: trial-lockdown, namespace: monitoring, annotations: { podwall.io/enforcement: audit } }
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress: [{ to: [{ namespaceSelector: { matchLabels: { kubernetes.io/metadata.name: shop } } }] }]
+`;
+  const f = manifest(trial, "trial.yaml");
+  const flow = ["--from", "monitoring/prometheus", "--to", "dev/debug", "--port", "80/TCP"];
+
+  it("simulate marks what they would deny, and --with-audit judges as if they were enforced", () => {
+    const r = podwall("simulate", "-f", DEMO, "-f", f, "--port", "80/TCP");
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^audit policies \(evaluated, not enforced\): monitoring\/trial-lockdown$/m);
+    expect(r.out).toContain("A allowed but audit policies would deny");
+    expect(r.out).toMatch(/^monitoring\/prometheus\s+A /m);
+    const j = JSON.parse(podwall("simulate", "-f", DEMO, "-f", f, "--port", "80/TCP", "-o", "json").out);
+    expect(j.audit).toEqual(["monitoring/trial-lockdown"]);
+    const cell = (m: typeof j) =>
+      m.results.find(
+        (x: { from: string; to: string }) => x.from === "monitoring/prometheus" && x.to === "dev/debug",
+      );
+    expect(cell(j)).toMatchObject({ allowed: true, auditDenied: true });
+    const w = JSON.parse(
+      podwall("simulate", "-f", DEMO, "-f", f, "--port", "80/TCP", "-o", "json", "--with-audit").out,
+    );
+    expect(w.withAudit).toBe(true);
+    expect(cell(w)).toMatchObject({ allowed: false, egress: "denied" });
+    // Without audit policies the output is as before.
+    expect(JSON.parse(podwall("simulate", "-f", DEMO, "-o", "json").out).audit).toBeUndefined();
+  });
+
+  it("explain names them and what they would change; --with-audit walks them", () => {
+    const r = podwall("explain", "-f", DEMO, "-f", f, ...flow);
+    expect(r.out).toMatch(/: ALLOWED$/m);
+    expect(r.out).toContain(
+      "audit policies here (evaluated, not enforced): NetworkPolicy monitoring/trial-lockdown [audit]",
+    );
+    expect(r.out).toContain(
+      "with them enforced: DENIED on egress by NetworkPolicy monitoring/trial-lockdown [audit]",
+    );
+    const w = podwall("explain", "-f", DEMO, "-f", f, ...flow, "--with-audit");
+    expect(w.out).toMatch(/: DENIED \(audit policies in force, as if enforced\)$/m);
+    expect(w.out).toContain("isolated for egress by monitoring/trial-lockdown [audit]");
+    const j = JSON.parse(podwall("explain", "-f", DEMO, "-f", f, ...flow, "-o", "json").out);
+    expect(j).toMatchObject({
+      allowed: true,
+      withAudit: false,
+      audit: { policies: ["monitoring/trial-lockdown"], allowed: false },
+    });
+  });
+});
+
 describe("podwall render", () => {
   it("prints ipset and iptables-restore input for a node's pods, only PODWALL- objects", () => {
     const r = podwall("render", "-f", DEMO, "--node", "demo-node", "--interface", "shop/db=vethdb");
@@ -223,6 +279,21 @@ describe("podwall render", () => {
     }
     for (const s of r.out.split("\n").filter((l) => l.startsWith("create ")))
       expect(s.split(" ")[1].length).toBeLessThanOrEqual(31);
+  });
+
+  it("renders deny logs as the agent does: ids listed, every deny through its deny-log chain; 0 turns them off", () => {
+    const r = podwall("render", "-f", DEMO, "--node", "demo-node", "--nflog-group", "42");
+    expect(r.code).toBe(0);
+    const ids = [...r.out.matchAll(/^# pw:([0-9a-f]{16}) deny (ingress|egress) (\S+)/gm)];
+    expect(ids.length).toBeGreaterThan(2);
+    expect(ids.map((m) => m[3])).toContain("cnp:dev-stays-out-of-shop");
+    for (const [, id] of ids) expect(r.out).toContain(`--nflog-prefix "pw:${id}" --nflog-group 42 `);
+    expect(r.out).not.toMatch(/^-A PODWALL-(ING|EGR)\S* .*-j DROP/m);
+    const off = podwall("render", "-f", DEMO, "--node", "demo-node", "--deny-log-pod-rate", "0");
+    expect(off.out).not.toContain("NFLOG");
+    expect(off.out).toMatch(/^-A PODWALL-INGN\S* -j DROP/m);
+    const bad = podwall("render", "-f", DEMO, "--node", "demo-node", "--nflog-group", "70000");
+    expect([bad.code, bad.err]).toEqual([2, expect.stringMatching(/^podwall: error: --nflog-group/)]);
   });
 
   it("nfqueue: one queue, or several spread by CPU; bad queue numbers are usage errors", () => {

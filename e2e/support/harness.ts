@@ -2,6 +2,8 @@
  * harness: a running lab programmed through the real renderer and applier (or the NFQUEUE verdict
  * loop), whose probe matrix is compared cell by cell with the compiled table's simulate matrix.
  */
+
+import { AGENT_DEFAULTS } from "../../src/agent/options.js";
 import { emptyManifestSet, type ManifestSet, parseManifests } from "../../src/agent/sources/manifests.js";
 import { compilePolicyObject, FROM_MANIFEST, isPolicyKind } from "../../src/compiler/kinds/index.js";
 import { computeMatrix, declaredPorts, type Matrix, type PortProto } from "../../src/compiler/matrix.js";
@@ -14,10 +16,31 @@ import { labPodsFor, probeMatrix } from "../../src/dataplane/lab/matrix.js";
 import { labLocalPods } from "../../src/dataplane/lab/program.js";
 import { defaultQueueThreads } from "../../src/dataplane/nfqueue/defaults.js";
 import { type PolicyVerdictLoop, startPolicyVerdictLoop } from "../../src/dataplane/nfqueue/policy-loop.js";
-import { renderNode } from "../../src/dataplane/render.js";
+import { type RenderOptions, renderNode } from "../../src/dataplane/render.js";
 import type { Obj } from "./model.js";
 
 export type Mode = "iptables" | "nfqueue";
+
+/**
+ * What the harness programs, as the agent does by default: in iptables mode every deny goes through
+ * its deny-log chain (limit, NFLOG, deny), so every probe matrix also checks that path enforces.
+ */
+export function harnessRenderOptions(mode: Mode): RenderOptions {
+  return {
+    dataplane: mode,
+    queueNum: 100,
+    queueCount: defaultQueueThreads(),
+    queueBypass: false,
+    denyLog:
+      mode === "iptables"
+        ? {
+            group: AGENT_DEFAULTS.nflogGroup,
+            ratePerSec: AGENT_DEFAULTS.denyLogPodRate,
+            burst: AGENT_DEFAULTS.denyLogPodBurst,
+          }
+        : undefined,
+  };
+}
 
 /**
  * Drift made by hand, as an operator might: unhook the first PODWALL-ING chain from our dispatch
@@ -81,14 +104,7 @@ export class LabHarness {
   async sync(): Promise<ApplyStats> {
     const local = await labLocalPods(this.lab);
     await this.userspace?.update(this.table);
-    return this.applier.apply(
-      renderNode(this.table, local, {
-        dataplane: this.mode,
-        queueNum: 100,
-        queueCount: defaultQueueThreads(),
-        queueBypass: false,
-      }),
-    );
+    return this.applier.apply(renderNode(this.table, local, harnessRenderOptions(this.mode)));
   }
 
   /** Make the table hold exactly these policy objects (of any kind), as a source's events would. */

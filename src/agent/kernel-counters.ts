@@ -31,6 +31,8 @@ export interface KernelCountersOptions {
   intervalMs: number;
   metrics: Metrics;
   log: Logger;
+  /** How the counters are read (tests); default: iptables-save -c in the netns. */
+  read?: () => Promise<OwnedCounters>;
 }
 
 /** Per family: chain -> per rule its hash and what it counts (only chains with counted rules). */
@@ -80,7 +82,9 @@ export class KernelCounters {
   private async readOnce(): Promise<void> {
     let c: OwnedCounters;
     try {
-      c = await readOwnedCounters({ netns: this.opts.netns, backend: this.opts.backend });
+      c = await (
+        this.opts.read ?? (() => readOwnedCounters({ netns: this.opts.netns, backend: this.opts.backend }))
+      )();
     } catch (e) {
       if (!this.warned)
         this.opts.log.warn(
