@@ -35,6 +35,8 @@ let cp: KubeControlPlane;
 let lab: LabState;
 let agent: ChildProcess | undefined;
 let logs: Record<string, unknown>[] = [];
+/** Every log line of every agent this file started (`logs` is reset between steps). */
+const everyLog: Record<string, unknown>[] = [];
 let token = "";
 let saDir = "";
 let metricsPort = 0;
@@ -70,8 +72,11 @@ function startAgent(serviceAccountDir = saDir): ChildProcess {
     port: cp.apiPort,
     lab: LAB,
     metricsPort,
-    extra: ["--resync-seconds", "30", "--batch-delay-ms", "10"],
-    onLine: (l) => logs.push(l),
+    extra: ["--resync-seconds", "30", "--batch-delay-ms", "10", "--crd-poll-seconds", "1"],
+    onLine: (l) => {
+      logs.push(l);
+      everyLog.push(l);
+    },
   });
 }
 
@@ -426,9 +431,33 @@ describe("podwall against a real kube-apiserver and etcd", () => {
       expect(await until(() => reach("x/a", ["y", "b"]), 5000)).toBe(true);
     }, 90_000);
 
-    // Once the agent watches the network-policy-api kinds: start it, then installCrds() and
-    // create a ClusterNetworkPolicy; the agent must pick the kind up and enforce it.
-    it.todo("picks up the CRDs installed after it started");
+    it("says once that the ClusterNetworkPolicy CRDs are missing, and picks them up when installed", async () => {
+      // Once per agent start (this agent and the one before it were started without the CRDs).
+      const notServed = everyLog.filter((l) =>
+        String(l.msg).startsWith("ClusterNetworkPolicy is not served by the API server"),
+      );
+      expect(notServed.length).toBeGreaterThanOrEqual(1);
+      expect(notServed.length).toBeLessThanOrEqual(
+        everyLog.filter((l) => l.msg === "kube source starting").length,
+      );
+      expect(await reach("y/a", ["x", "a"])).toBe(true);
+      await installCrds();
+      const guard = cnp("guard-x-from-y", {
+        tier: "Admin",
+        priority: 10,
+        subject: { namespaces: sel({ ns: "x" }) },
+        ingress: [{ name: "no-y", action: "Deny", from: [{ namespaces: sel({ ns: "y" }) }] }],
+      });
+      expect((await cp.create(guard)).status).toBe(201);
+      try {
+        expect(await until(async () => !(await reach("y/a", ["x", "a"])), 15_000)).toBe(true);
+        expect(await reach("z/a", ["x", "a"])).toBe(true);
+        expect(logs.some((l) => String(l.msg).startsWith("ClusterNetworkPolicy is served now"))).toBe(true);
+      } finally {
+        await cp.delete(guard);
+      }
+      expect(await until(() => reach("y/a", ["x", "a"]), 10_000)).toBe(true);
+    }, 60_000);
   });
 
   describe("deploy/", () => {
