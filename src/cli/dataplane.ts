@@ -10,8 +10,8 @@ import { KernelApplier } from "../dataplane/apply.js";
 import { loadLab } from "../dataplane/lab/lab.js";
 import { type LocalPod, renderNode, restoreTexts, shortHash } from "../dataplane/render.js";
 import { action, collect, UsageError } from "./errors.js";
+import { loadForCli } from "./input.js";
 import { parseQueueOptions, queueRenderOptions } from "./queue-options.js";
-import { loadForCli } from "./simulate.js";
 
 export function registerDataplane(program: Command): void {
   program

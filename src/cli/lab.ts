@@ -40,7 +40,8 @@ import { defaultQueueThreads } from "../dataplane/nfqueue/queue.js";
 import { renderNode } from "../dataplane/render.js";
 import { podInterfaces } from "../dataplane/routes.js";
 import { action, collect, UsageError } from "./errors.js";
-import { loadForCli, parsePorts } from "./simulate.js";
+import { loadForCli } from "./input.js";
+import { parsePorts } from "./simulate.js";
 import { startUserspaceInNetns, type UserspaceHandle } from "./userspace-lab.js";
 
 /** Lab pods for a manifest set: pods with addresses (hostNetwork pods share the node's, so skip them). */
