@@ -65,7 +65,7 @@ function checkAgainstMatrix(view: ReachView, side: { table: PolicyTable; pods: P
     want.set(k, e);
   }
   const got = new Map<string, { allowed: number; denied: number }>();
-  view.cells.forEach((list, pi) =>
+  view.cells.forEach((list, pi) => {
     list.forEach((id, k) => {
       const c = view.cellTypes[id];
       if (id >= 0)
@@ -73,8 +73,8 @@ function checkAgainstMatrix(view: ReachView, side: { table: PolicyTable; pods: P
           allowed: c.allowed,
           denied: c.denied,
         });
-    }),
-  );
+    });
+  });
   expect(got).toEqual(want);
 }
 
