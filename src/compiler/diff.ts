@@ -23,10 +23,10 @@
  * Owns: the change set, its counts and its order. May not: decide anything itself (the engine does,
  * through reach-classes), or do I/O.
  */
-import type { Verdict } from "./engine.js";
+import type { DirectionVerdict, Verdict } from "./engine.js";
 import { summarizeVerdict } from "./explain.js";
 import { matrixPods, type PortProto } from "./matrix.js";
-import { type PodInfo, podKey } from "./model.js";
+import { type Direction, type PodInfo, podKey } from "./model.js";
 import { classify, commonKeys, pairFamily, relevantNodes, SideIndex } from "./reach-classes.js";
 import type { PolicyTable } from "./table.js";
 
@@ -107,8 +107,8 @@ export function diffTables(before: DiffSide, after: DiffSide, ports: readonly Po
 
   // Dirty classes: content differs between the tables (memoized per signature and table).
   const ck = commonKeys([before.table, after.table]);
-  const memo = (f: (sig: number) => string) => {
-    const m = new Map<number, string>();
+  const memo = <T>(f: (sig: number) => T) => {
+    const m = new Map<number, T>();
     return (sig: number) => {
       let v = m.get(sig);
       if (v === undefined) m.set(sig, (v = f(sig)));
@@ -119,15 +119,40 @@ export function diffTables(before: DiffSide, after: DiffSide, ports: readonly Po
   const srcA = memo((s) => sa.srcContent(s, ck));
   const dstB = memo((s) => sb.dstContent(s, ck));
   const dstA = memo((s) => sa.dstContent(s, ck));
+  // Per class, which direction's verdicts may differ through it: a row's own egress side (its
+  // plan) or the ingress sides that match it as a peer; a column's own ingress side or the egress
+  // sides that match it. A changed family layout dirties both.
+  const E = 1;
+  const I = 2;
   const rowDirty = rows.members.map(([i]) => {
-    if (sb.src4[i] < 0 !== sa.src4[i] < 0 || sb.src6[i] < 0 !== sa.src6[i] < 0) return true;
-    if (sb.src4[i] >= 0 && srcB(sb.src4[i]) !== srcA(sa.src4[i])) return true;
-    return sb.src6[i] >= 0 && srcB(sb.src6[i]) !== srcA(sa.src6[i]);
+    if (sb.src4[i] < 0 !== sa.src4[i] < 0 || sb.src6[i] < 0 !== sa.src6[i] < 0) return E | I;
+    let d = 0;
+    for (const [x, y] of [
+      [sb.src4[i], sa.src4[i]],
+      [sb.src6[i], sa.src6[i]],
+    ]) {
+      if (x < 0) continue;
+      const cb = srcB(x);
+      const ca = srcA(y);
+      if (cb.egress !== ca.egress) d |= E;
+      if (cb.peer !== ca.peer) d |= I;
+    }
+    return d;
   });
   const colDirty = cols.members.map(([i]) => {
-    if (sb.addrs[i].order.join() !== sa.addrs[i].order.join()) return true;
-    if (sb.dst4[i] >= 0 && dstB(sb.dst4[i]) !== dstA(sa.dst4[i])) return true;
-    return sb.dst6[i] >= 0 && dstB(sb.dst6[i]) !== dstA(sa.dst6[i]);
+    if (sb.addrs[i].order.join() !== sa.addrs[i].order.join()) return E | I;
+    let d = 0;
+    for (const [x, y] of [
+      [sb.dst4[i], sa.dst4[i]],
+      [sb.dst6[i], sa.dst6[i]],
+    ]) {
+      if (x < 0) continue;
+      const cb = dstB(x);
+      const ca = dstA(y);
+      if (cb.ingress !== ca.ingress) d |= I;
+      if (cb.peer !== ca.peer) d |= E;
+    }
+    return d;
   });
 
   // Pairs a pod talks to itself over, on either table: decided one by one.
@@ -183,27 +208,52 @@ export function diffTables(before: DiffSide, after: DiffSide, ports: readonly Po
   }
 
   let classCellsCompared = 0;
+  const eb: (DirectionVerdict | null)[] = new Array(ports.length);
+  const ea: (DirectionVerdict | null)[] = new Array(ports.length);
+  const ib: (DirectionVerdict | null)[] = new Array(ports.length);
+  const ia: (DirectionVerdict | null)[] = new Array(ports.length);
+  const denied = (v: DirectionVerdict) => v.result === "denied";
   const visit = (r: number, c: number) => {
     const rm = rows.members[r];
     const cm = cols.members[c];
     const loopsHere = loopsPerClassPair.get(r * nC + c) ?? 0;
     const cells = rm.length * cm.length - loopsHere;
     if (cells === 0) return;
+    const dirty = rowDirty[r] | colDirty[c];
+    // The direction that cannot differ is computed on one table only, and only when the other
+    // direction's difference could show (a side that denies on both tables hides it).
+    const first: Direction = dirty & E ? "egress" : "ingress";
+    const [fb, fa] = first === "egress" ? [eb, ea] : [ib, ia];
+    const [ob, oa] = first === "egress" ? [ib, ia] : [eb, ea];
+    const other: Direction = first === "egress" ? "ingress" : "egress";
+    // No common family on a side: no cell to compare.
+    if (!sb.directionVerdicts(first, rm, cm, ports, fb) || !sa.directionVerdicts(first, rm, cm, ports, fa))
+      return;
+    const both = (dirty & (E | I)) === (E | I);
+    let otherDone = false;
+    classCellsCompared += ports.length;
     for (let pi = 0; pi < ports.length; pi++) {
-      const pp = ports[pi];
-      const vb = sb.classVerdict(rm, cm, pp, pi, ports.length);
-      if (vb === undefined) return; // no common family before: no cell to compare
-      const va = sa.classVerdict(rm, cm, pp, pi, ports.length);
-      if (va === undefined) return;
-      classCellsCompared++;
-      if (vb === null || va === null) continue; // every pair talks to itself on a side: decided singly
-      if (vb.allowed !== va.allowed) add(pp, rm, cm, loopsHere > 0 ? loops : undefined, vb, va, cells);
+      const xb = fb[pi];
+      const xa = fa[pi];
+      if (xb === null || xa === null) continue; // every pair talks to itself on a side: decided singly
+      if (!both && denied(xb) === denied(xa)) continue;
+      if (!otherDone) {
+        sb.directionVerdicts(other, rm, cm, ports, ob);
+        sa.directionVerdicts(other, rm, cm, ports, oa);
+        otherDone = true;
+      }
+      const yb = ob[pi];
+      const ya = oa[pi];
+      if (yb === null || ya === null) continue;
+      const vb = first === "egress" ? sb.join(xb, yb) : sb.join(yb, xb);
+      const va = first === "egress" ? sa.join(xa, ya) : sa.join(ya, xa);
+      if (vb.allowed !== va.allowed) add(ports[pi], rm, cm, loopsHere > 0 ? loops : undefined, vb, va, cells);
     }
   };
-  const dirtyRows = rows.members.map((_, r) => r).filter((r) => rowDirty[r]);
-  const dirtyCols = cols.members.map((_, c) => c).filter((c) => colDirty[c]);
+  const dirtyRows = rows.members.map((_, r) => r).filter((r) => rowDirty[r] !== 0);
+  const dirtyCols = cols.members.map((_, c) => c).filter((c) => colDirty[c] !== 0);
   for (const r of dirtyRows) for (let c = 0; c < nC; c++) visit(r, c);
-  for (let r = 0; r < nR; r++) if (!rowDirty[r]) for (const c of dirtyCols) visit(r, c);
+  for (let r = 0; r < nR; r++) if (rowDirty[r] === 0) for (const c of dirtyCols) visit(r, c);
 
   // Cells compared: pairs with a common family on both sides, counted per family profile.
   const rowProfiles = new Map<string, { count: number; i: number }>();

@@ -22,15 +22,16 @@
  * node (hostNetwork pods); otherwise the exemption can never apply and the node is left out, so
  * replicas spread over many nodes still share one class.
  *
- * Owns: addresses per family, signatures, classes, loopback pairs, and one engine decision per
- * (table, source signature, destination signature, port) on a representative pair of real addresses.
- * May not: decide anything itself: every verdict is the engine's `decide` on real addresses.
+ * Owns: addresses per family, signatures, classes, loopback pairs, and the memo of direction
+ * verdicts per what each direction reads (classVerdict).
+ * May not: decide anything itself: every direction verdict is the engine's `decide` on real
+ * addresses, and the peer matching that keys the memo is the engine's own peerIndex.
  */
-import { decide, type Verdict } from "./engine.js";
+import { bothAllow, type DirectionVerdict, decide, peerIndex, type Verdict } from "./engine.js";
 import { type Family, parseIP } from "./ip.js";
 import type { PortProto } from "./matrix.js";
 import { type Direction, type PodInfo, PROTO } from "./model.js";
-import type { Identity, PodRecord, PolicyTable } from "./table.js";
+import type { Identity, Plan, PodRecord, PolicyTable } from "./table.js";
 
 /** A pod's addresses: the first of each family, and its families in the order it lists its IPs. */
 export interface PodAddresses {
@@ -110,7 +111,6 @@ export class SideIndex {
   private readonly srcAddr: string[] = [];
   private readonly dstAddr: string[] = [];
   private readonly nodesOfAddr = new Map<string, string[]>();
-  private readonly memo = new Map<number, Verdict>();
   /** Engine decisions made (one per signature pair and port at most). */
   decisions = 0;
 
@@ -248,41 +248,190 @@ export class SideIndex {
   }
 
   /**
-   * The verdict every non-loopback pair of (row members x column members) gets on port `pp`
-   * (index `pi` of `nPorts`): decided once per signature pair on a representative pair. undefined
-   * when the classes share no family on this table; null when every pair of them is loopback.
+   * One direction's verdicts for every non-loopback pair of (row members x column members), one
+   * per port, written to `out` (null where every pair of them is loopback); false when the
+   * classes share no family on this table (no cell).
+   *
+   * Each direction is memoized on what it reads (see the module comment):
+   *   egress  = f(the source's egress plan, the destination's match of each of that plan's rules'
+   *              peers (the engine's own peerIndex), the destination's container ports, port);
+   *   ingress = f(the destination's ingress plan, its ports and node, the source's match of each of
+   *              that plan's rules' peers, the nodes the source address belongs to, port).
+   * So a policy that selects every pod costs engine decisions per (plan x match pattern), not per
+   * class pair. A miss is decided by the engine on a representative pair of real addresses.
    */
-  classVerdict(
+  directionVerdicts(
+    dir: Direction,
     rows: readonly number[],
     cols: readonly number[],
-    pp: PortProto,
-    pi: number,
-    nPorts: number,
-  ): Verdict | null | undefined {
+    ports: readonly PortProto[],
+    out: (DirectionVerdict | null)[],
+  ): boolean {
     const f = pairFamily(this.addrs[rows[0]], this.addrs[cols[0]]);
-    if (f === undefined) return undefined;
-    const key = (this.srcSig(rows[0], f) * this.dstAddr.length + this.dstSig(cols[0], f)) * nPorts + pi;
-    const hit = this.memo.get(key);
-    if (hit !== undefined) return hit;
-    let v: Verdict | null = null;
-    search: for (const i of rows) {
+    if (f === undefined) return false;
+    const s = this.srcSig(rows[0], f);
+    const d = this.dstSig(cols[0], f);
+    const memo =
+      dir === "egress"
+        ? (this.egressMemo[this.egressContext(s, d)] ??= new Array(ports.length))
+        : (this.ingressMemo[this.ingressContext(s, d)] ??= new Array(ports.length));
+    for (let pi = 0; pi < ports.length; pi++) {
+      let v = memo[pi];
+      if (v === undefined) {
+        const full = this.decideAny(rows, cols, f, ports[pi]);
+        if (!full) {
+          out[pi] = null;
+          continue;
+        }
+        memo[pi] = v = full[dir];
+      }
+      out[pi] = v;
+    }
+    return true;
+  }
+
+  /** Both directions joined into verdicts, as decide joins them (bothAllow); see directionVerdicts. */
+  classVerdicts(
+    rows: readonly number[],
+    cols: readonly number[],
+    ports: readonly PortProto[],
+    out: (Verdict | null)[],
+  ): boolean {
+    this.egBuf.length = this.inBuf.length = ports.length;
+    if (!this.directionVerdicts("egress", rows, cols, ports, this.egBuf)) return false;
+    this.directionVerdicts("ingress", rows, cols, ports, this.inBuf);
+    for (let pi = 0; pi < ports.length; pi++) {
+      const e = this.egBuf[pi];
+      const i = this.inBuf[pi];
+      out[pi] = e && i ? this.join(e, i) : null;
+    }
+    return true;
+  }
+
+  private readonly egBuf: (DirectionVerdict | null)[] = [];
+  private readonly inBuf: (DirectionVerdict | null)[] = [];
+
+  /** The verdict of a (non-loopback) pair from its two sides; one object per pair of sides. */
+  join(e: DirectionVerdict, i: DirectionVerdict): Verdict {
+    let byI = this.joined.get(e);
+    if (!byI) this.joined.set(e, (byI = new Map()));
+    let v = byI.get(i);
+    if (!v) byI.set(i, (v = { allowed: bothAllow(e, i), egress: e, ingress: i }));
+    return v;
+  }
+
+  /** The engine's verdict on the first non-loopback pair of rows x cols (over family f). */
+  private decideAny(
+    rows: readonly number[],
+    cols: readonly number[],
+    f: Family,
+    pp: PortProto,
+  ): Verdict | undefined {
+    for (const i of rows) {
       const o = this.owner(i, f);
       for (const j of cols) {
         if (o === "" || o !== this.owner(j, f)) {
           this.decisions++;
-          v = decide(this.table, {
+          return decide(this.table, {
             src: addressOf(this.addrs[i], f)!,
             dst: addressOf(this.addrs[j], f)!,
             proto: PROTO[pp.protocol],
             port: pp.port,
           });
-          break search;
         }
       }
     }
-    // Only verdicts are shared: "every pair is loopback" holds for these classes, not for the signatures.
-    if (v) this.memo.set(key, v);
-    return v;
+    return undefined;
+  }
+
+  /** Direction verdicts per context id, one slot per port. */
+  private readonly egressMemo: DirectionVerdict[][] = [];
+  private readonly ingressMemo: DirectionVerdict[][] = [];
+  private readonly joined = new Map<DirectionVerdict, Map<DirectionVerdict, Verdict>>();
+  /** Plans by content (the policies in them), within this table. */
+  private readonly planIds = new Map<string, number>();
+  private readonly planById: Plan[] = [];
+  private readonly planIdOfPlan = new Map<Plan, number>();
+  private readonly ids = new Map<string, number>();
+  private srcPlan: Int32Array | undefined;
+  private dstPlan: Int32Array | undefined;
+  private dstKey: Int32Array | undefined;
+  private readonly egressCtx = new Map<number, number>();
+  private readonly ingressCtx = new Map<number, number>();
+
+  private intern(k: string): number {
+    let id = this.ids.get(k);
+    if (id === undefined) this.ids.set(k, (id = this.ids.size));
+    return id;
+  }
+
+  private planId(o: PodRecord | undefined, dir: Direction): number {
+    if (!o?.identity) return -1;
+    const plan = this.table.plan(o.identity, dir);
+    let id = this.planIdOfPlan.get(plan);
+    if (id === undefined) {
+      const k = `${dir}:${[plan.admin, plan.namespaced, plan.baseline].map((l) => l.map((p) => p.key).join(",")).join(";")}`;
+      id = this.planIds.get(k);
+      if (id === undefined) {
+        this.planIds.set(k, (id = this.planById.length));
+        this.planById.push(plan);
+      }
+      this.planIdOfPlan.set(plan, id);
+    }
+    return id;
+  }
+
+  /** Which peer of each of the plan's rules (in `dir`) the endpoint matches: the engine's peerIndex. */
+  private matches(planId: number, dir: Direction, other: PodRecord | undefined, ip: string): string {
+    if (planId < 0) return "";
+    const plan = this.planById[planId];
+    let k = "";
+    for (const list of [plan.admin, plan.namespaced, plan.baseline])
+      for (const pol of list)
+        for (const rule of pol[dir] ?? []) k += `${peerIndex(rule.peers, other, ip, this.table)},`;
+    return k;
+  }
+
+  /** Id of what an egress side reads: the source's plan, and the destination's matches and ports. */
+  private egressContext(s: number, d: number): number {
+    this.srcPlan ??= new Int32Array(this.srcAddr.length).fill(-2);
+    if (this.srcPlan[s] === -2) this.srcPlan[s] = this.planId(this.table.endpoint(this.srcAddr[s]), "egress");
+    const plan = this.srcPlan[s];
+    const memoKey = (plan + 1) * this.dstAddr.length + d;
+    let id = this.egressCtx.get(memoKey);
+    if (id === undefined) {
+      const ip = this.dstAddr[d];
+      const o = this.table.endpoint(ip);
+      id = this.intern(
+        `E${plan}|${this.matches(plan, "egress", o, ip)}|${o ? JSON.stringify(o.ports) : "-"}`,
+      );
+      this.egressCtx.set(memoKey, id);
+    }
+    return id;
+  }
+
+  /** Id of what an ingress side reads: the destination's plan, ports and node, and the source's matches and nodes. */
+  private ingressContext(s: number, d: number): number {
+    if (!this.dstKey) {
+      this.dstKey = new Int32Array(this.dstAddr.length).fill(-1);
+      this.dstPlan = new Int32Array(this.dstAddr.length).fill(-2);
+    }
+    if (this.dstKey[d] < 0) {
+      const o = this.table.endpoint(this.dstAddr[d]);
+      this.dstPlan![d] = this.planId(o, "ingress");
+      const node = o && this.relevantNodes.has(o.node) ? o.node : "";
+      this.dstKey[d] = this.intern(`D${this.dstPlan![d]}|${o ? JSON.stringify(o.ports) : "-"}|${node}`);
+    }
+    const memoKey = this.dstKey[d] * this.srcAddr.length + s;
+    let id = this.ingressCtx.get(memoKey);
+    if (id === undefined) {
+      const ip = this.srcAddr[s];
+      const o = this.table.endpoint(ip);
+      const nodes = (this.nodesOfAddr.get(ip) ?? []).join(",");
+      id = this.intern(`I${this.dstKey[d]}|${this.matches(this.dstPlan![d], "ingress", o, ip)}|${nodes}`);
+      this.ingressCtx.set(memoKey, id);
+    }
+    return id;
   }
 
   // ------------------------------------------------------------ content (comparing two tables)
@@ -345,29 +494,36 @@ export class SideIndex {
   }
 
   /**
-   * What a source signature means, in names two tables share: the owner's egress plan and selector
-   * memberships, the address's ipBlocks, `nodes` peers and nodes. Equal content on two tables =
-   * equal egress verdicts towards, and equal ingress matching by, any destination whose content is
-   * equal too.
+   * What a source signature means, in names two tables share, in two parts: what its egress side
+   * reads (the owner's egress plan), and what ingress sides read of it (the owner's selector
+   * memberships, the address's ipBlocks, `nodes` peers and nodes). Equal parts on two tables =
+   * equal verdicts of that direction against any destination whose matching part is equal too.
    */
-  srcContent(sig: number, keys: ContentKeys): string {
+  srcContent(sig: number, keys: ContentKeys): { egress: string; peer: string } {
     const ip = this.srcAddr[sig];
     const o = this.table.endpoint(ip);
     const nodes = (this.nodesOfAddr.get(ip) ?? []).join(",");
-    const who = o?.identity
-      ? `E${this.planKey(o.identity, "egress", keys)}|M${this.members(o.identity, keys)}`
-      : "-";
-    return `${who}|${this.addressContent(ip, keys)}|${nodes}`;
+    return {
+      egress: o?.identity ? `E${this.planKey(o.identity, "egress", keys)}` : "-",
+      peer: `${o?.identity ? `M${this.members(o.identity, keys)}` : "-"}|${this.addressContent(ip, keys)}|${nodes}`,
+    };
   }
 
-  /** What a destination signature means: ingress plan, memberships, ports, node, address peers. */
-  dstContent(sig: number, keys: ContentKeys): string {
+  /**
+   * What a destination signature means, in two parts: what its ingress side reads (the ingress
+   * plan, container ports and node), and what egress sides read of it (memberships, container
+   * ports, the address's ipBlocks and `nodes` peers).
+   */
+  dstContent(sig: number, keys: ContentKeys): { ingress: string; peer: string } {
     const ip = this.dstAddr[sig];
     const o = this.table.endpoint(ip);
-    const who = o?.identity
-      ? `I${this.planKey(o.identity, "ingress", keys)}|M${this.members(o.identity, keys)}|P${JSON.stringify(o.ports)}|D${this.relevantNodes.has(o.node) ? o.node : ""}`
-      : "-";
-    return `${who}|${this.addressContent(ip, keys)}`;
+    const ports = o ? JSON.stringify(o.ports) : "-";
+    return {
+      ingress: o?.identity
+        ? `I${this.planKey(o.identity, "ingress", keys)}|P${ports}|D${this.relevantNodes.has(o.node) ? o.node : ""}`
+        : "-",
+      peer: `${o?.identity ? `M${this.members(o.identity, keys)}` : "-"}|P${ports}|${this.addressContent(ip, keys)}`,
+    };
   }
 }
 

@@ -210,29 +210,33 @@ function aggregate(
     if (id === undefined) text.set(v, (id = reasons.id(summarizeVerdict(side.table, v))));
     return id;
   };
-  return ports.map((pp, pi) => {
-    const acc: { allowed: number; denied: number; r: Map<number, number> }[] = [];
-    const add = (cell: number, v: Verdict, count: number) => {
-      const c = (acc[cell] ??= { allowed: 0, denied: 0, r: new Map() });
-      if (v.allowed) c.allowed += count;
-      else c.denied += count;
-      const id = reasonOf(v);
-      c.r.set(id, (c.r.get(id) ?? 0) + count);
-    };
-    rb.list.forEach((r, ri) => {
-      cb.list.forEach((c, ci) => {
-        const count = r.members.length * c.members.length - (loopCount.get(ri * cb.list.length + ci) ?? 0);
-        if (count === 0) return;
-        const v = side.classVerdict(r.members, c.members, pp, pi, ports.length);
-        if (v) add(r.group * nC + c.group, v, count);
-      });
+  const acc = ports.map(() => [] as { allowed: number; denied: number; r: Map<number, number> }[]);
+  const add = (pi: number, cell: number, v: Verdict, count: number) => {
+    const c = (acc[pi][cell] ??= { allowed: 0, denied: 0, r: new Map() });
+    if (v.allowed) c.allowed += count;
+    else c.denied += count;
+    const id = reasonOf(v);
+    c.r.set(id, (c.r.get(id) ?? 0) + count);
+  };
+  const vs: (Verdict | null)[] = new Array(ports.length);
+  rb.list.forEach((r, ri) => {
+    cb.list.forEach((c, ci) => {
+      const count = r.members.length * c.members.length - (loopCount.get(ri * cb.list.length + ci) ?? 0);
+      if (count === 0 || !side.classVerdicts(r.members, c.members, ports, vs)) return;
+      for (let pi = 0; pi < ports.length; pi++) {
+        const v = vs[pi];
+        if (v) add(pi, r.group * nC + c.group, v, count);
+      }
     });
-    for (const [i, j] of loops) {
+  });
+  for (const [i, j] of loops)
+    ports.forEach((pp, pi) => {
       const v = side.decidePair(i, j, pp);
-      if (v) add(rows.of[i] * nC + cols.of[j], v, 1);
-    }
+      if (v) add(pi, rows.of[i] * nC + cols.of[j], v, 1);
+    });
+  return acc.map((list) => {
     const out: (ViewCell | null)[] = new Array(rows.groups.length * nC).fill(null);
-    acc.forEach((c, k) => {
+    list.forEach((c, k) => {
       if (c) out[k] = { allowed: c.allowed, denied: c.denied, reasons: topReasons(c.r) };
     });
     return out;
