@@ -15,6 +15,8 @@
  * it is timed on a sample of source rows (every destination, every port, both tables, each cell
  * compared) and extrapolated to all rows, plus the same table builds; the sampled rows' changes
  * must equal the diff's changes in those rows (naiveMismatches).
+ * The hard case is measured too at 1k and 10k pods: a ClusterNetworkPolicy over every namespace
+ * (every class dirty).
  * --quick: the 1k cluster only, fewer sampled rows; --json prints one JSON object as the last line.
  */
 import { execFileSync } from "node:child_process";
@@ -67,7 +69,32 @@ export interface DiffBenchResult {
   dirtyCols: number;
   decisions: number;
   change: string;
+  /**
+   * The hard case, measured too (not at 50k pods): a ClusterNetworkPolicy whose subject is every
+   * namespace, so every class is dirty. null where not measured.
+   */
+  broadDiffMs: number | null;
+  broadChanged: number | null;
 }
+
+/** An Admin ClusterNetworkPolicy over every namespace: no dev namespace on 8080/TCP. */
+const BROAD = {
+  apiVersion: "policy.networking.k8s.io/v1alpha2",
+  kind: "ClusterNetworkPolicy",
+  metadata: { name: "no-dev-8080" },
+  spec: {
+    tier: "Admin",
+    priority: 1,
+    subject: { namespaces: {} },
+    egress: [
+      {
+        action: "Deny",
+        to: [{ namespaces: { matchLabels: { env: "dev" } } }],
+        protocols: [{ tcp: { destinationPort: { number: 8080 } } }],
+      },
+    ],
+  },
+};
 
 // ------------------------------------------------------------------ child: one size
 
@@ -162,6 +189,29 @@ function child(size: Size, quick: boolean): DiffBenchResult {
   for (const k of diffCells) if (!naiveCells.has(k)) mismatches++;
   const naiveMs = t1 - t0 + ((n1 - n0) / sample.length) * keys.length;
   const diffMs = t3 - t0;
+  let broadDiffMs: number | null = null;
+  let broadChanged: number | null = null;
+  if (size.pods <= 10_000) {
+    const broad = applyObjects(base, {
+      ...manifestSet([], [], []),
+      policies: [
+        {
+          kind: "ClusterNetworkPolicy",
+          namespace: "",
+          name: BROAD.metadata.name,
+          obj: structuredClone(BROAD),
+        },
+      ],
+    });
+    const b0 = performance.now();
+    const bb = tableFromManifests(base);
+    const ba = tableFromManifests(broad);
+    const br = diffTables({ table: bb, pods: base.pods }, { table: ba, pods: broad.pods }, ports);
+    let k = 0;
+    for (const _ of diffChanges(br)) k++;
+    broadDiffMs = Math.round(performance.now() - b0);
+    broadChanged = k;
+  }
   return {
     pods: size.pods,
     policies: size.policies,
@@ -183,6 +233,8 @@ function child(size: Size, quick: boolean): DiffBenchResult {
     dirtyCols: res.stats.dirtyCols,
     decisions: res.stats.decisions,
     change: `${target.metadata.namespace}/${target.metadata.name}: from team=${from} to team=${to}`,
+    broadDiffMs,
+    broadChanged,
   };
 }
 
@@ -212,11 +264,16 @@ const ROWS: [keyof DiffBenchResult, string][] = [
   ["colClasses", "column classes"],
   ["dirtyCols", "  dirty"],
   ["decisions", "engine decisions"],
+  ["broadDiffMs", "a ClusterNetworkPolicy over every pod: diff (ms)"],
+  ["broadChanged", "  cells changed"],
 ];
 
 function table(results: DiffBenchResult[]): string {
   const head = ["", ...results.map((r) => `${r.pods / 1000}k pods/${r.policies} pol`)];
-  const rows = ROWS.map(([k, label]) => [label, ...results.map((r) => fmt(r[k] as number))]);
+  const rows = ROWS.map(([k, label]) => [
+    label,
+    ...results.map((r) => (r[k] === null ? "-" : fmt(r[k] as number))),
+  ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) =>
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
