@@ -17,7 +17,7 @@ FROM node:20-bookworm-slim
 # Kernel tools podwall drives (it picks the nft or legacy backend the host already uses).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      iptables ipset conntrack iproute2 libnetfilter-queue1 libnetfilter-conntrack3 \
+      iptables ipset conntrack iproute2 libnetfilter-queue1 libnetfilter-conntrack3 libnetfilter-log1 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./

@@ -11,8 +11,12 @@ import { run } from "../src/dataplane/exec.js";
 const ROOT = join(import.meta.dirname, "..");
 const CLI = join(ROOT, "dist/cli/main.js");
 
+/** The pid of the last command run: `lab probe -f` names its temporary lab after it. */
+let lastPid = 0;
+
 function json(args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 120_000 });
+  lastPid = r.pid;
   if (r.status !== 0) throw new Error(`podwall ${args.join(" ")} exited ${r.status}: ${r.stderr}`);
   return JSON.parse(r.stdout) as {
     pods: string[];
@@ -41,7 +45,9 @@ describe.each(["iptables", "nfqueue"])("podwall lab probe --dataplane %s", (data
     const wrong = sim.results.filter((r) => observed.get(key(r)) !== r.allowed).map(key);
     expect(wrong).toEqual([]);
     expect(sim.results.some((r) => !r.allowed)).toBe(true);
-    expect((await run("ip", ["netns", "list"])).stdout).not.toMatch(/pwl-pr/);
+    // Its own temporary lab is gone (other processes may run labs of their own meanwhile).
+    const own = `pwl-${`pr${lastPid.toString(36)}`.slice(0, 12)}-`;
+    expect((await run("ip", ["netns", "list"])).stdout).not.toContain(own);
   }, 150_000);
 });
 

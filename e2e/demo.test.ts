@@ -63,7 +63,7 @@ it("demo: live matrix follows a policy file edit; metrics served; lab and rules 
     expect(frames()[0]).toMatch(/5432\/TCP\n.*\n\s+dev\/debug\s+(\S+\s+){4}X/);
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     expect(metrics).toContain("podwall_syncs_total");
-    expect(metrics).toMatch(/podwall_isolated_local_pods\{direction="ingress"\} 3/);
+    expect(metrics).toMatch(/podwall_isolated_local_pods\{direction="ingress"\} 4/);
     const n = frames().length;
     const edited = Date.now();
     for (const f of [

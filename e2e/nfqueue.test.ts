@@ -25,13 +25,13 @@ const CLI = join(ROOT, "dist", "cli", "main.js");
 const DEMO = join(ROOT, "examples", "demo");
 const LAB = `nq${process.pid.toString(36)}`.slice(0, 12);
 const QUEUE = 100;
-const IP = { frontend: "10.244.1.10", backend: "10.244.1.11", db: "10.244.1.12", dns: "10.244.1.40" };
+const IP = { frontend: "10.244.1.10", backend: "10.244.1.11", db: "10.244.1.12", debug: "10.244.1.30" };
 
 /** shop/db takes 5432 from shop/backend only: frontend -> db is denied (ingress), backend -> db allowed. */
 const DENIED: ProbeRequest = { from: "shop/frontend", toIp: IP.db, port: 5432, protocol: "TCP" };
 const ALLOWED: ProbeRequest = { from: "shop/backend", toIp: IP.db, port: 5432, protocol: "TCP" };
 /** Neither end is isolated: never queued, so it passes whatever the verdict program does. */
-const OPEN: ProbeRequest = { from: "monitoring/prometheus", toIp: IP.dns, port: 80, protocol: "TCP" };
+const OPEN: ProbeRequest = { from: "monitoring/prometheus", toIp: IP.debug, port: 80, protocol: "TCP" };
 
 type LogLine = Record<string, unknown> & { msg?: string; event?: string };
 

@@ -32,14 +32,14 @@ metadata: { name: x }
 apiVersion: v1
 kind: Pod
 metadata: { name: a, namespace: x, labels: { app: a } }
-spec: { nodeName: n, containers: [{ name: c }] }
+spec: { nodeName: node-1, containers: [{ name: c }] }
 status: { phase: Running, podIP: ${A} }
 ---
 apiVersion: v1
 kind: Pod
 metadata: { name: b, namespace: x, labels: { app: b } }
 spec:
-  nodeName: n
+  nodeName: node-1
   containers: [{ name: c, ports: [{ containerPort: 80 }, { containerPort: 5353, protocol: UDP }] }]
 status: { phase: Running, podIP: ${B} }
 `;

@@ -83,6 +83,27 @@ describe("deploy/kind/podwall.yaml", () => {
   });
 });
 
+describe("deploy/crds", () => {
+  it("hold exactly what scripts/gen-crds.ts writes", async () => {
+    const { crds, crdFileText } = await import("../scripts/gen-crds.js");
+    expect(crds.length).toBe(3);
+    for (const c of crds)
+      expect(readFileSync(join(ROOT, "deploy/crds", c.file), "utf8")).toBe(crdFileText(c));
+  });
+
+  it("name kinds the ClusterRole lets the agent read", () => {
+    const role = docs.find((d) => d.kind === "ClusterRole");
+    for (const f of ["clusternetworkpolicies", "adminnetworkpolicies", "baselineadminnetworkpolicies"]) {
+      const crd = parseAllDocuments(readFileSync(join(ROOT, "deploy/crds", `${f}.yaml`), "utf8"))[0].toJS();
+      const rule = role.rules.find(
+        (r: { apiGroups: string[]; resources: string[] }) =>
+          r.apiGroups.includes(crd.spec.group) && r.resources.includes(crd.spec.names.plural),
+      );
+      expect([f, rule?.verbs]).toEqual([f, ["get", "list", "watch"]]);
+    }
+  });
+});
+
 describe("Dockerfile", () => {
   it("installs the kernel tools and runs the built CLI", () => {
     const d = readFileSync(join(ROOT, "Dockerfile"), "utf8");

@@ -9,7 +9,7 @@ import {
   ParsedPacket,
   ParseError,
   parsePacket,
-} from "../src/dataplane/nfqueue/packet.js";
+} from "../src/dataplane/packet.js";
 
 function v4(
   src: string,

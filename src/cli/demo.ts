@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-import { loadManifestFiles, tableFromManifests } from "../agent/sources/manifests.js";
+import { loadManifestFiles, ManifestError, tableFromManifests } from "../agent/sources/manifests.js";
 import { declaredPorts, type Matrix } from "../compiler/matrix.js";
 import { labDown, labUp } from "../dataplane/lab/lab.js";
 import { defaultQueueThreads } from "../dataplane/nfqueue/queue.js";
@@ -121,15 +121,24 @@ export function registerDemo(program: Command): void {
               throw new Error(`the agent did not program the lab within 30 s (see ${logFile})`);
             const prev = new Map<string, boolean>();
             const rounds = opts.rounds ? Number(opts.rounds) : Number.POSITIVE_INFINITY;
+            let current = set;
             for (let i = 0; i < rounds && !stopping; i++) {
               const started = Date.now();
-              const current = loadManifestFiles([dir]);
+              // A file caught mid-edit (or deleted between listing and reading) keeps the last good
+              // view for this round; the agent reports the file itself.
+              let stale = "";
+              try {
+                current = loadManifestFiles([dir]);
+              } catch (e) {
+                if (!(e instanceof ManifestError)) throw e;
+                stale = `   (showing the last readable folder: ${e.message})`;
+              }
               const m = await probeMatrix(lab, current, ports, tableFromManifests(current), 600);
               const st = agent.reconciler.lastStats;
               const header = [
                 `podwall demo: lab node ${lab.nodeNetns}, ${lab.pods.length} pods; agent watching ${dir}`,
                 `edit or delete a policy file there and watch the matrix follow. metrics: http://${opts.metricsAddr}/metrics  log: ${logFile}`,
-                `last sync: ${st ? `${st.rules} rules, ${st.ipsets} ipsets, ${st.ms.toFixed(1)} ms` : "pending"}; ${new Date().toLocaleTimeString()}   (. allowed, X denied; real packets)`,
+                `last sync: ${st ? `${st.rules} rules, ${st.ipsets} ipsets, ${st.ms.toFixed(1)} ms` : "pending"}; ${new Date().toLocaleTimeString()}   (. allowed, X denied; real packets)${stale}`,
               ];
               if (process.stdout.isTTY) process.stdout.write("\x1b[2J\x1b[H");
               process.stdout.write(`${draw(m, header, prev)}\n`);

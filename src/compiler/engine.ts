@@ -31,6 +31,7 @@ export type PeerView =
   | { readonly kind: "sel"; readonly members: ReadonlySet<number> }
   | { readonly kind: "block"; readonly id: number }
   | { readonly kind: "nodes"; readonly id: number }
+  | { readonly kind: "domains"; readonly id: number }
   | { readonly kind: "none" };
 
 export interface RuleView {
@@ -66,6 +67,8 @@ export interface DecisionSource {
   nodeSelsFor(ip: string): readonly number[];
   /** Is `ip` an address of node `node`? */
   isNodeAddress(ip: string, node: string): boolean;
+  /** Ids of the `domainNames` peers `ip` matches for pod `pod` (names it learned from DNS, unexpired). */
+  domainSetsFor(pod: string, ip: string): readonly number[];
 }
 
 export type DirectionResult = "allowed" | "denied" | "not-isolated";
@@ -118,18 +121,21 @@ export const NOT_ISOLATED: DirectionVerdict = Object.freeze({ result: "not-isola
 const NODE_EXEMPT: DirectionVerdict = Object.freeze({ result: "allowed", policies: NO_KEYS, exempt: "node" });
 
 /**
- * Index of the first peer of `peers` that `other` (at `otherIP`) matches; -1 when the rule has no
- * peers list (everyone matches), -2 when none matches. Shared with explain.
+ * Index of the first peer of `peers` that `other` (at `otherIP`) matches, as seen from `self` (whose
+ * learned names `domainNames` peers read); -1 when the rule has no peers list (everyone matches),
+ * -2 when none matches. Shared with explain.
  */
 export function peerIndex(
   peers: readonly PeerView[] | null,
   other: EndpointView | undefined,
   otherIP: string,
   src: DecisionSource,
+  self?: EndpointView,
 ): number {
   if (peers === null) return -1;
   let blocks: readonly number[] | undefined;
   let nodes: readonly number[] | undefined;
+  let domains: readonly number[] | undefined;
   for (let i = 0; i < peers.length; i++) {
     const p = peers[i];
     switch (p.kind) {
@@ -143,6 +149,11 @@ export function peerIndex(
       case "nodes":
         nodes ??= src.nodeSelsFor(otherIP);
         if (nodes.includes(p.id)) return i;
+        break;
+      case "domains":
+        if (self === undefined) break;
+        domains ??= src.domainSetsFor(self.key, otherIP);
+        if (domains.includes(p.id)) return i;
         break;
     }
   }
@@ -191,6 +202,7 @@ function ruleIndex(pols: readonly PolicyView[], dir: Direction): RuleIndex {
             .map((p) => {
               if (p.kind === "block") return `b${p.id}`;
               if (p.kind === "nodes") return `n${p.id}`;
+              if (p.kind === "domains") return `d${p.id}`;
               if (p.kind === "none") return "x";
               let id = peerIds.get(p.members);
               if (id === undefined) peerIds.set(p.members, (id = peerIds.size));
@@ -260,6 +272,7 @@ function firstMatch(
   proto: number,
   port: number,
   dstPorts: readonly ContainerPort[] | undefined,
+  self?: EndpointView,
 ): DirectionVerdict | undefined {
   const idx = ruleIndex(pols, dir);
   const ex = idx.exact.get(proto * 65536 + port) ?? NO_CANDIDATES;
@@ -270,7 +283,7 @@ function firstMatch(
   while (a < ex.length || b < gen.length) {
     const c = b >= gen.length || (a < ex.length && before(ex[a], gen[b])) ? ex[a++] : gen[b++];
     if (!portsMatch(c.rule.ports, proto, port, dstPorts)) continue;
-    const peer = peerIndex(c.rule.peers, other, otherIP, src);
+    const peer = peerIndex(c.rule.peers, other, otherIP, src, self);
     if (peer === -2) continue;
     let v = c.verdicts[peer + 1];
     if (v === undefined) {
@@ -303,6 +316,7 @@ export function namespacedDenied(pols: readonly PolicyView[], dir: Direction): D
 
 function decideSide(
   src: DecisionSource,
+  self: EndpointView,
   plan: PlanView,
   dir: Direction,
   other: EndpointView | undefined,
@@ -313,17 +327,17 @@ function decideSide(
 ): DirectionVerdict {
   if (plan.empty) return NOT_ISOLATED;
   if (plan.admin.length > 0) {
-    const v = firstMatch(src, plan.admin, dir, other, otherIP, proto, port, dstPorts);
+    const v = firstMatch(src, plan.admin, dir, other, otherIP, proto, port, dstPorts, self);
     if (v !== undefined && v.by!.action !== "pass") return v;
   }
   if (plan.namespaced.length > 0) {
     return (
-      firstMatch(src, plan.namespaced, dir, other, otherIP, proto, port, dstPorts) ??
+      firstMatch(src, plan.namespaced, dir, other, otherIP, proto, port, dstPorts, self) ??
       ruleIndex(plan.namespaced, dir).denied
     );
   }
   if (plan.baseline.length > 0) {
-    const v = firstMatch(src, plan.baseline, dir, other, otherIP, proto, port, dstPorts);
+    const v = firstMatch(src, plan.baseline, dir, other, otherIP, proto, port, dstPorts, self);
     if (v !== undefined && v.by!.action !== "pass") return v;
   }
   return NOT_ISOLATED;
@@ -354,6 +368,7 @@ export function decide(src: DecisionSource, flow: Flow, pick: PlanPicker = enfor
   const egress = s
     ? decideSide(
         src,
+        s,
         pick(src, s.identityId, "egress"),
         "egress",
         d,
@@ -366,6 +381,7 @@ export function decide(src: DecisionSource, flow: Flow, pick: PlanPicker = enfor
   let ingress = d
     ? decideSide(
         src,
+        d,
         pick(src, d.identityId, "ingress"),
         "ingress",
         s,

@@ -36,6 +36,8 @@ interface Ctx {
   dir: Direction;
   other: EndpointView | undefined;
   otherIP: string;
+  /** The pod whose side this is (its learned names decide domainNames peers). */
+  self: EndpointView | undefined;
   dstPorts: EndpointView["ports"] | undefined;
 }
 
@@ -62,7 +64,20 @@ function ruleMatch(c: Ctx, v: DirectionVerdict): string {
     by.peer < 0 || !rule?.peers
       ? `no ${field} list (every peer)`
       : `${field}[${by.peer}] ${describePeer(rule.peers[by.peer])}`;
-  return `${peer}; ports ${describePorts(rule?.ports ?? null)}`;
+  return `${peer}${learnedNote(c, by.policy, by.rule, by.peer)}; ports ${describePorts(rule?.ports ?? null)}`;
+}
+
+/** For a domainNames peer: the name the pod learned the address under, how long ago, and its TTL. */
+function learnedNote(c: Ctx, policy: string, rule: number, peer: number): string {
+  const p = c.table.policy(policy)?.[c.dir]?.[rule]?.peers?.[peer];
+  const self = c.table.endpoint(c.flow.src);
+  if (p?.kind !== "domains" || !self) return "";
+  const now = c.table.now();
+  const w = c.table.domainIndex.why(self.key, c.otherIP, p.domains, now);
+  if (!w) return "";
+  const ago = Math.round((now - w.learned.at) / 1000);
+  const ttl = Math.round((w.learned.expires - w.learned.at) / 1000);
+  return `: ${w.name} (learned from DNS ${ago} s ago, TTL ${ttl} s)`;
 }
 
 /** Why each rule of the isolating NetworkPolicies fails this flow: the port, the peer, or both. */
@@ -77,7 +92,7 @@ function ruleMisses(c: Ctx, pols: readonly PolicyView[]): string[] {
     for (const r of rules) {
       const spec = ruleSpec(c.table, pol.key, c.dir, r.index);
       const portOk = portsMatch(r.ports, c.flow.proto, c.flow.port, c.dstPorts);
-      const peerOk = peerIndex(r.peers, c.other, c.otherIP, c.table) !== -2;
+      const peerOk = peerIndex(r.peers, c.other, c.otherIP, c.table, c.self) !== -2;
       const why: string[] = [];
       if (!portOk)
         why.push(`port ${c.flow.port}/${PROTO_NAMES[c.flow.proto]} is not in ${describePorts(r.ports)}`);
@@ -102,7 +117,7 @@ function tieNote(c: Ctx, list: readonly PolicyView[], decided: string): string |
       (p[c.dir] ?? []).some(
         (r) =>
           portsMatch(r.ports, c.flow.proto, c.flow.port, c.dstPorts) &&
-          peerIndex(r.peers, c.other, c.otherIP, c.table) !== -2,
+          peerIndex(r.peers, c.other, c.otherIP, c.table, c.self) !== -2,
       ),
   );
   if (rivals.length === 0) return undefined;
@@ -114,7 +129,7 @@ function walk(c: Ctx, plan: PlanView, v: DirectionVerdict): string[] {
   const lines: string[] = [];
   const { table, flow, dir, other, otherIP, dstPorts } = c;
   const match = (list: readonly PolicyView[]) =>
-    tierMatch(table, list, dir, other, otherIP, flow.proto, flow.port, dstPorts);
+    tierMatch(table, list, dir, other, otherIP, flow.proto, flow.port, dstPorts, c.self);
   for (const tier of ["admin", "namespaced", "baseline"] as const) {
     const list = plan[tier];
     if (list.length === 0) continue;
@@ -178,6 +193,7 @@ function side(
     dir,
     other: table.endpoint(otherIP),
     otherIP,
+    self: table.endpoint(dir === "ingress" ? flow.dst : flow.src),
     dstPorts: table.endpoint(flow.dst)?.ports,
   };
   const lines = [`${label}: ${who}`, ...walk(c, plan, v).map((l) => `  ${l}`)];

@@ -111,8 +111,9 @@ export class SideIndex {
   private readonly srcAddr: string[] = [];
   private readonly dstAddr: string[] = [];
   private readonly nodesOfAddr = new Map<string, string[]>();
-  /** Engine decisions made (one per signature pair and port at most). */
+  /** Engine decisions made. */
   decisions = 0;
+  private static unique = 0;
 
   constructor(
     readonly table: PolicyTable,
@@ -158,7 +159,9 @@ export class SideIndex {
         const nsels = [...table.nodeSelsFor(ip)].sort((a, b) => a - b).join(",");
         const nodes = (this.nodesOfAddr.get(ip) ?? []).join(",");
         const id = o ? o.identityId : 0;
-        const src = intern(srcIds, this.srcAddr, `${id}|${blocks}|${nsels}|${nodes}`, ip);
+        // A pod that learned names from DNS matches `domainNames` peers on its own: its own class.
+        const learned = o !== undefined && table.domainIndex.hasLearned(o.key) ? o.key : "";
+        const src = intern(srcIds, this.srcAddr, `${id}|${blocks}|${nsels}|${nodes}|${learned}`, ip);
         const node = o && relevantNodes.has(o.node) ? o.node : "";
         const dst = intern(
           dstIds,
@@ -382,14 +385,26 @@ export class SideIndex {
   }
 
   /** Which peer of each of the plan's rules (in `dir`) the endpoint matches: the engine's peerIndex. */
-  private matches(planId: number, dir: Direction, other: PodRecord | undefined, ip: string): string {
+  private matches(
+    planId: number,
+    dir: Direction,
+    other: PodRecord | undefined,
+    ip: string,
+    self?: PodRecord,
+  ): string {
     if (planId < 0) return "";
     const plan = this.planById[planId];
     let k = "";
     for (const list of [plan.admin, plan.namespaced, plan.baseline])
       for (const pol of list)
-        for (const rule of pol[dir] ?? []) k += `${peerIndex(rule.peers, other, ip, this.table)},`;
+        for (const rule of pol[dir] ?? []) k += `${peerIndex(rule.peers, other, ip, this.table, self)},`;
     return k;
+  }
+
+  /** The pod owning source signature `s` when it learned names from DNS. */
+  private learnedOwner(s: number): PodRecord | undefined {
+    const o = this.table.endpoint(this.srcAddr[s]);
+    return o && this.table.domainIndex.hasLearned(o.key) ? o : undefined;
   }
 
   /** Id of what an egress side reads: the source's plan, and the destination's matches and ports. */
@@ -397,13 +412,16 @@ export class SideIndex {
     this.srcPlan ??= new Int32Array(this.srcAddr.length).fill(-2);
     if (this.srcPlan[s] === -2) this.srcPlan[s] = this.planId(this.table.endpoint(this.srcAddr[s]), "egress");
     const plan = this.srcPlan[s];
-    const memoKey = (plan + 1) * this.dstAddr.length + d;
+    // A source that learned names reads them itself (domainNames peers): keyed by the source then.
+    const self = this.learnedOwner(s);
+    const memoKey = self ? -1 - (s * this.dstAddr.length + d) : (plan + 1) * this.dstAddr.length + d;
     let id = this.egressCtx.get(memoKey);
     if (id === undefined) {
       const ip = this.dstAddr[d];
       const o = this.table.endpoint(ip);
+      const who = self ? `S${s}` : "";
       id = this.intern(
-        `E${plan}|${this.matches(plan, "egress", o, ip)}|${o ? JSON.stringify(o.ports) : "-"}`,
+        `E${plan}${who}|${this.matches(plan, "egress", o, ip, self)}|${o ? JSON.stringify(o.ports) : "-"}`,
       );
       this.egressCtx.set(memoKey, id);
     }
@@ -503,8 +521,10 @@ export class SideIndex {
     const ip = this.srcAddr[sig];
     const o = this.table.endpoint(ip);
     const nodes = (this.nodesOfAddr.get(ip) ?? []).join(",");
+    // What a pod learned from DNS is not compared across tables: such a source is always dirty.
+    const learned = o && this.table.domainIndex.hasLearned(o.key) ? `|L${SideIndex.unique++}` : "";
     return {
-      egress: o?.identity ? `E${this.planKey(o.identity, "egress", keys)}` : "-",
+      egress: o?.identity ? `E${this.planKey(o.identity, "egress", keys)}${learned}` : "-",
       peer: `${o?.identity ? `M${this.members(o.identity, keys)}` : "-"}|${this.addressContent(ip, keys)}|${nodes}`,
     };
   }

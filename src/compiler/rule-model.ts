@@ -64,9 +64,11 @@ export type PeerSpec =
   | { kind: "sel"; sel: SelectorSpec }
   | { kind: "block"; block: BlockSpec }
   | { kind: "nodes"; nodes: NodeSelectorSpec }
+  /** Addresses the subject pod learned for these names from DNS answers (egress, accept rules only). */
+  | { kind: "domains"; names: string[] }
   /**
-   * Matches nothing: domain names (not enforced by this version, reported), or a peer podwall cannot
-   * read (a field from a newer API version): the API's "fail closed" for an accept rule.
+   * Matches nothing: a peer podwall cannot read (a field from a newer API version), the API's
+   * "fail closed" for an accept rule. `domains` carries a networks peer's CIDRs while parsing.
    */
   | { kind: "none"; why: string; domains?: string[] };
 
@@ -155,6 +157,8 @@ export function peerKey(p: PeerSpec): string {
       return `ip:${p.block.key}`;
     case "nodes":
       return `nodes:${p.nodes.key}`;
+    case "domains":
+      return `dns:${JSON.stringify(p.names)}`;
     case "none":
       return `none:${JSON.stringify([p.why, p.domains ?? []])}`;
   }
@@ -193,6 +197,8 @@ export function describePeer(p: PeerSpec): string {
     }
     case "nodes":
       return p.nodes.sel.empty ? "all nodes" : `nodes ${p.nodes.sel.text}`;
+    case "domains":
+      return `domain names ${p.names.join(", ")}`;
     case "none":
       return p.domains ? `domain names ${p.domains.join(", ")} (${p.why})` : `nothing (${p.why})`;
   }

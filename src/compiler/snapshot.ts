@@ -25,7 +25,7 @@ import type { PortSpec } from "./ports.js";
 import type { Action, Tier } from "./rule-model.js";
 import type { Plan, PolicyTable } from "./table.js";
 
-type PeerData = { s: number } | { b: number } | { n: number } | { x: 1 };
+type PeerData = { s: number } | { b: number } | { n: number } | { d: number } | { x: 1 };
 type RuleData = { i: number; n: string; a: Action; peers: PeerData[] | null; ports: PortSpec[] | null };
 /** Policy indexes per tier: [admin, namespaced, baseline]. */
 type PlanData = [number[], number[], number[]];
@@ -43,6 +43,8 @@ export interface TableSnapshot {
   nodeSels: [string, number[]][];
   /** [address, node names it belongs to] (the node exemption) */
   nodeAddrs: [string, string[]][];
+  /** [pod key, address, [domain peer id, expiry ms]...]: what pods learned from DNS answers */
+  learned: [string, string, [number, number][]][];
   policies: {
     key: string;
     tier: Tier;
@@ -104,6 +106,8 @@ export function takeSnapshot(table: PolicyTable): TableSnapshot {
                       }
                       case "nodes":
                         return { n: p.id };
+                      case "domains":
+                        return { d: p.id };
                       default:
                         return { x: 1 };
                     }
@@ -165,6 +169,7 @@ export function takeSnapshot(table: PolicyTable): TableSnapshot {
     blocks: [...blocks.values()],
     nodeSels,
     nodeAddrs: [...nodeAddrMap],
+    learned: [...table.domainIndex.entries(table.now())],
     policies,
     plans,
     identities,
@@ -183,8 +188,13 @@ export class SnapshotSource implements DecisionSource {
   private readonly blocks = new BlockMatcher();
   private readonly nodeSels: Map<string, readonly number[]>;
   private readonly nodeAddrs: Map<string, readonly string[]>;
+  /** "pod|ip" -> [domain peer id, expiry ms] */
+  private readonly learned = new Map<string, [number, number][]>();
 
-  constructor(s: TableSnapshot) {
+  constructor(
+    s: TableSnapshot,
+    private readonly now: () => number = Date.now,
+  ) {
     this.generation = s.generation;
     for (const [ip, key, identityId, pi, node] of s.endpoints)
       this.eps.set(ip, { key, identityId, ports: s.portLists[pi], node });
@@ -200,6 +210,7 @@ export class SnapshotSource implements DecisionSource {
     }
     this.nodeSels = new Map(s.nodeSels);
     this.nodeAddrs = new Map(s.nodeAddrs);
+    for (const [pod, ip, sets] of s.learned ?? []) this.learned.set(`${pod}|${ip}`, sets);
     const none: PeerView = { kind: "none" };
     const rules = (list: RuleData[] | null): RuleView[] | null =>
       list === null
@@ -216,6 +227,7 @@ export class SnapshotSource implements DecisionSource {
                     if ("s" in p) return { kind: "sel", members: sels.get(p.s)! };
                     if ("b" in p) return { kind: "block", id: p.b };
                     if ("n" in p) return { kind: "nodes", id: p.n };
+                    if ("d" in p) return { kind: "domains", id: p.d };
                     return none;
                   }),
           }));
@@ -261,6 +273,15 @@ export class SnapshotSource implements DecisionSource {
 
   nodeSelsFor(ip: string): readonly number[] {
     return this.nodeSels.get(ip) ?? NONE;
+  }
+
+  domainSetsFor(pod: string, ip: string): readonly number[] {
+    const sets = this.learned.get(`${pod}|${ip}`);
+    if (!sets) return NONE;
+    const now = this.now();
+    const out: number[] = [];
+    for (const [id, expires] of sets) if (expires > now) out.push(id);
+    return out;
   }
 
   isNodeAddress(ip: string, node: string): boolean {

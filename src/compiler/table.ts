@@ -13,6 +13,7 @@
  * state changes, so a rejected update leaves the last good version in force.
  */
 import { BlockMatcher } from "./cidr-trie.js";
+import { DomainIndex, type DomainSetEntry } from "./domains.js";
 import { type ParsedIP, parseIP } from "./ip.js";
 import { compilePolicyObject, FROM_API, isPolicyKind, type ParseOptions } from "./kinds/index.js";
 import {
@@ -91,6 +92,7 @@ export type CompiledPeer =
   | { kind: "sel"; sel: SelectorEntry; members: Set<number>; spec: PeerSpec }
   | { kind: "block"; block: BlockEntry; id: number; spec: PeerSpec }
   | { kind: "nodes"; nodes: NodeSelectorEntry; id: number; spec: PeerSpec }
+  | { kind: "domains"; domains: DomainSetEntry; id: number; spec: PeerSpec }
   | { kind: "none"; spec: PeerSpec };
 
 export interface CompiledRule {
@@ -221,7 +223,11 @@ export class PolicyTable {
   private readonly policies = new Map<string, PolicyRecord>();
   private readonly byIP = new Map<string, PodRecord[]>();
   readonly nodeIndex = new NodeIndex();
+  readonly domainIndex = new DomainIndex();
   private readonly newId = () => this.nextId++;
+
+  /** `now` is the clock learned DNS answers expire by (tests pass their own). */
+  constructor(readonly now: () => number = Date.now) {}
 
   // ---------------------------------------------------------------- reads
 
@@ -329,6 +335,28 @@ export class PolicyTable {
     return this.nodeIndex.selectorsFor(ip);
   }
 
+  /** Ids of the domain peers `ip` matches for pod `pod`: names it learned from DNS, unexpired. */
+  domainSetsFor(pod: string, ip: string): readonly number[] {
+    return this.domainIndex.setsFor(pod, ip, this.now());
+  }
+
+  /**
+   * A pod received a DNS answer: `names` (the query and its CNAME chain) resolve to `ips` for
+   * `ttlSeconds`. Returns true when a verdict may change.
+   */
+  learnAddresses(pod: string, names: readonly string[], ips: readonly string[], ttlSeconds: number): boolean {
+    if (!this.domainIndex.learn(pod, names, ips, ttlSeconds * 1000, this.now())) return false;
+    this.changed();
+    return true;
+  }
+
+  /** Forget answers whose TTL ran out; true (and a new generation) when any did. */
+  expireLearned(): boolean {
+    if (!this.domainIndex.expire(this.now())) return false;
+    this.changed();
+    return true;
+  }
+
   /** Is `ip` an address of node `node` (the node may always reach its own pods)? */
   isNodeAddress(ip: string, node: string): boolean {
     return this.nodeIndex.isNodeAddress(ip, node);
@@ -407,6 +435,7 @@ export class PolicyTable {
     if (!prev) return false;
     this.detachPod(prev);
     this.pods.delete(prev.key);
+    this.domainIndex.forgetPod(prev.key);
     this.changed();
     return true;
   }
@@ -648,6 +677,10 @@ export class PolicyTable {
         const nodes = this.nodeIndex.acquire(p.nodes, this.newId);
         return { kind: "nodes", nodes, id: nodes.id, spec: p };
       }
+      case "domains": {
+        const domains = this.domainIndex.acquire(p.names, this.newId);
+        return { kind: "domains", domains, id: domains.id, spec: p };
+      }
       case "none":
         return { kind: "none", spec: p };
     }
@@ -685,6 +718,7 @@ export class PolicyTable {
           if (p.kind === "sel") this.releaseSelector(p.sel);
           else if (p.kind === "block") this.releaseBlock(p.block);
           else if (p.kind === "nodes") this.nodeIndex.release(p.nodes);
+          else if (p.kind === "domains") this.domainIndex.release(p.domains);
         }
       }
     }

@@ -271,6 +271,8 @@ export class KernelApplier {
       stats.membersAdded += s.members.length;
       return;
     }
+    // The DNS path owns a dynamic set's members (each with its own timeout): never diff them.
+    if (s.dynamic && k.type === s.type && k.family === s.family) return;
     const want = new Set(s.members);
     const adds = s.members.filter((m) => !k.members.has(m));
     const dels = [...k.members].filter((m) => !want.has(m));

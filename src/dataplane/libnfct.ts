@@ -7,13 +7,12 @@
  * (the socket stays in the namespace it was created in; the thread switches back at once), and
  * single-entry deletes. May not: list or judge entries (conntrack.ts and the revoker do).
  */
-import { closeSync, openSync } from "node:fs";
 import * as koffi from "koffi";
 import { parseIP } from "../compiler/ip.js";
+import { openInNetns } from "./netns-thread.js";
 
 const LIB_NAME = "libnetfilter_conntrack.so.3";
 const NFNL_SUBSYS_CTNETLINK = 1;
-const CLONE_NEWNET = 0x40000000;
 const AF_INET = 2;
 const AF_INET6 = 10;
 const ENOENT = 2;
@@ -38,7 +37,6 @@ interface Lib {
   nfct_set_attr_u16(ct: number, attr: number, v: number): void;
   nfct_set_attr(ct: number, attr: number, v: Buffer): void;
   nfct_query(h: number, q: number, ct: number): number;
-  setns(fd: number, nstype: number): number;
 }
 
 let lib: Lib | undefined;
@@ -58,7 +56,6 @@ function load(): Lib {
   } catch (e) {
     throw new NfctLibraryMissingError(e);
   }
-  const libc = koffi.load("libc.so.6");
   lib = {
     nfct_open: ct.func("intptr_t nfct_open(uint8_t subsys, unsigned int subscriptions)"),
     nfct_close: ct.func("int nfct_close(intptr_t h)"),
@@ -68,7 +65,6 @@ function load(): Lib {
     nfct_set_attr_u16: ct.func("void nfct_set_attr_u16(intptr_t ct, int attr, uint16_t v)"),
     nfct_set_attr: ct.func("void nfct_set_attr(intptr_t ct, int attr, const void *v)"),
     nfct_query: ct.func("int nfct_query(intptr_t h, int q, intptr_t ct)"),
-    setns: libc.func("int setns(int fd, int nstype)"),
   };
   return lib;
 }
@@ -110,27 +106,7 @@ export class ConntrackDeleter {
    */
   static open(netns?: string): ConntrackDeleter {
     const L = load();
-    let h = 0;
-    if (!netns) {
-      h = L.nfct_open(NFNL_SUBSYS_CTNETLINK, 0);
-    } else {
-      const home = openSync("/proc/thread-self/ns/net", "r");
-      const there = openSync(`/run/netns/${netns}`, "r");
-      try {
-        if (L.setns(there, CLONE_NEWNET) !== 0)
-          throw new Error(`setns(${netns}) failed (errno ${koffi.errno()})`);
-        h = L.nfct_open(NFNL_SUBSYS_CTNETLINK, 0); // a plain C call: nothing can throw in between
-        // Back at once. Failing here (we hold the fd, so it cannot) would leave this thread, and every
-        // process it spawns, in the other namespace: stop rather than program the wrong node.
-        if (L.setns(home, CLONE_NEWNET) !== 0) {
-          process.stderr.write(`podwall: setns back failed (errno ${koffi.errno()}); exiting\n`);
-          process.exit(70);
-        }
-      } finally {
-        closeSync(there);
-        closeSync(home);
-      }
-    }
+    const h = openInNetns(netns, () => L.nfct_open(NFNL_SUBSYS_CTNETLINK, 0));
     if (!h) throw new Error(`nfct_open failed (errno ${koffi.errno()}): needs CAP_NET_ADMIN`);
     return new ConntrackDeleter(L, h);
   }

@@ -8,6 +8,8 @@
  * stands for, within the kernel's 31 characters. Sets are shared by every rule that uses them.
  * May not: run commands.
  */
+
+import type { DomainSetEntry } from "../compiler/domains.js";
 import type { Family } from "../compiler/ip.js";
 import { PROTO, protoToolName } from "../compiler/model.js";
 import type { NodeSelectorEntry } from "../compiler/nodes.js";
@@ -25,6 +27,11 @@ export interface RenderedSet {
   type: SetType;
   /** Sorted member lines as `ipset add` takes them ("10.0.0.1", "10.0.0.0/8", "10.1.0.0/16 nomatch"). */
   members: string[];
+  /**
+   * Members come and go outside the sync (DNS answers, each with its own timeout): the set is created
+   * with timeout support and its members are the DNS path's to manage, never diffed by the applier.
+   */
+  dynamic?: boolean;
 }
 
 export type NamedPort = Extract<PortSpec, { name: string }>;
@@ -77,6 +84,17 @@ export class FamilySets {
         .filter((a) => (a.includes(":") ? 6 : 4) === this.family);
       this.sets.set(name, { name, family: this.family, type: "hash:ip", members });
     }
+    return name;
+  }
+
+  /**
+   * hash:ip set (with per-entry timeouts) of the addresses `pod` learned from DNS answers for the
+   * names of one domainNames peer; filled by the DNS path before each answer reaches the pod.
+   */
+  domainSet(pod: PodRecord, set: DomainSetEntry): string {
+    const name = domainSetName(this.family, pod.key, set.names);
+    if (!this.sets.has(name))
+      this.sets.set(name, { name, family: this.family, type: "hash:ip", members: [], dynamic: true });
     return name;
   }
 
@@ -138,7 +156,13 @@ function protosOf(s: RenderedSet): string[] {
   return [...new Set(s.members.map((m) => m.slice(m.indexOf(",") + 1, m.lastIndexOf(":"))))].sort();
 }
 
+/** The name of a pod's learned-addresses set for one domainNames peer (the DNS path writes to it). */
+export function domainSetName(family: Family, podKey: string, names: readonly string[]): string {
+  return `${PREFIX}F${family === 4 ? "4" : "6"}-${shortHash(`${podKey}|${JSON.stringify(names)}`)}`;
+}
+
 export function createLine(s: RenderedSet, name = s.name): string {
   const family = s.family === 4 ? "inet" : "inet6";
-  return `create ${name} ${s.type} family ${family} hashsize 1024 maxelem 1048576 -exist`;
+  const timeout = s.dynamic ? " timeout 0" : "";
+  return `create ${name} ${s.type} family ${family} hashsize 1024 maxelem 1048576${timeout} -exist`;
 }

@@ -117,8 +117,13 @@ class FamilyRenderer {
   }
 
   /** Match for one peer on one side ("src" for ingress, "dst" for egress); null = cannot match here. */
-  peerMatch(peer: CompiledPeer, side: "src" | "dst"): Match | null {
+  peerMatch(peer: CompiledPeer, side: "src" | "dst", self: PodRecord): Match | null {
     switch (peer.kind) {
+      case "domains":
+        // What this pod learned from DNS answers: a per-pod set the DNS path fills (with timeouts).
+        return side === "dst"
+          ? { set: { name: this.sets.domainSet(self, peer.domains), flags: "dst" } }
+          : null;
       case "sel":
         return { set: { name: this.sets.selectorSet(peer.sel), flags: side } };
       case "nodes":
@@ -146,7 +151,7 @@ class FamilyRenderer {
     const out: Rule[] = [];
     const add = (match: Match) => out.push({ match, action, comment });
     for (const peer of peers) {
-      const pm = peer === null ? {} : this.peerMatch(peer, side);
+      const pm = peer === null ? {} : this.peerMatch(peer, side, self);
       if (pm === null) continue;
       for (const port of ports) {
         if (port === null) add(pm);

@@ -214,6 +214,32 @@ describe("diffTables", () => {
     expect(d2.cells[0].reasonBefore).toBe("allowed: a pod talking to its own address is never filtered");
   });
 
+  it("a pod that learned names from DNS is judged on its own, not with its identity's other pods", () => {
+    const cnp = {
+      apiVersion: "policy.networking.k8s.io/v1alpha2",
+      kind: "ClusterNetworkPolicy",
+      metadata: { name: "web-out" },
+      spec: {
+        tier: "Admin",
+        priority: 1,
+        subject: { pods: { namespaceSelector: {}, podSelector: { matchLabels: { app: "web" } } } },
+        egress: [
+          { action: "Accept", to: [{ domainNames: ["db.example.com"] }] },
+          { action: "Deny", to: [{ networks: ["0.0.0.0/0"] }] },
+        ],
+      },
+    };
+    const web2 = { ...WEB, name: "web-2", ips: ["10.0.0.5"] };
+    const pods = [WEB, web2, DB];
+    const before = side({ pods });
+    const after = side({ pods, policies: [cnp] });
+    after.table.learnAddresses("a/web", ["db.example.com"], ["10.0.0.2"], 300);
+    const res = diffTables(before, after, [TCP(80)]);
+    const cells = [...diffChanges(res)].map((c) => `${c.from}->${c.to}`).sort();
+    // web learned db's name: still open; web-2 did not: closed (and both lose each other).
+    expect(cells).toEqual(["a/web->a/web-2", "a/web-2->a/db", "a/web-2->a/web"].sort());
+  });
+
   it("families: a pair talks over the destination's first family the source has", () => {
     const v6only = mkPod("b", "v6", { app: "client" }, "fd00::5");
     const dual = mkPod("a", "db", { app: "db" }, ["10.0.0.2", "fd00::2"]);

@@ -57,7 +57,7 @@ function add(t: PolicyTable, ...objs: Raw[]): PolicyTable {
 function verdict(t: PolicyTable, src: string, dst: string, port = 80, proto: ProtoNum = 6): Verdict {
   const flow = mkFlow(src, dst, port, proto);
   const v = decide(t, flow);
-  const s = decide(new SnapshotSource(structuredClone(takeSnapshot(t))), flow);
+  const s = decide(new SnapshotSource(structuredClone(takeSnapshot(t)), t.now), flow);
   expect({ allowed: s.allowed, i: s.ingress, e: s.egress }, "snapshot vs table").toEqual({
     allowed: v.allowed,
     i: v.ingress,
@@ -279,20 +279,52 @@ describe("peers and protocols", () => {
     expect(allowed(t, DEV, DB)).toBe(false);
   });
 
-  it("domainNames are reported as not enforced and match nothing (never allow everything)", () => {
-    const t = add(
-      cluster(),
+  it("domainNames match only what the pod learned from DNS, under a matching name, until the TTL", () => {
+    let now = 1_000_000;
+    const t = new PolicyTable(() => now);
+    for (const p of [cluster()]) {
+      for (const pod of p.allPods()) t.upsertPod(pod.info);
+      for (const n of ["prod", "dev", "mon"])
+        t.upsertNamespace(mkNs(n, p.namespaceLabels(n) as Record<string, string>));
+    }
+    add(
+      t,
       cnp("names", "Admin", 1, {
         subject: ns("dev"),
         egress: [
-          { action: "Accept", to: [{ domainNames: ["api.example.com", "*.example.org"] }] },
+          { name: "apis", action: "Accept", to: [{ domainNames: ["api.example.com", "*.example.org"] }] },
           { action: "Deny", to: [{ networks: ["0.0.0.0/0"] }] },
         ],
       }),
     );
-    expect(allowed(t, DEV, EXT)).toBe(false);
-    expect(t.policy("cnp:names")?.spec.notEnforced[0]).toMatch(/domainNames are not enforced/);
-    expect(explainFlow(t, mkFlow(DEV, EXT, 443, 6)).text).toContain("not fully enforced");
+    const A = "198.51.100.1";
+    const B = "198.51.100.2";
+    // Nothing learned: denied (never "allow everything").
+    expect(allowed(t, DEV, A, 443)).toBe(false);
+    expect(t.learnAddresses("dev/tool", ["API.example.com."], [A], 30)).toBe(true);
+    expect(verdict(t, DEV, A, 443).egress).toMatchObject({ result: "allowed", by: { name: "apis" } });
+    expect(explainFlow(t, mkFlow(DEV, A, 443, 6)).text).toContain(
+      "api.example.com (learned from DNS 0 s ago, TTL 30 s)",
+    );
+    // Another pod did not learn it; another address was not answered.
+    expect(t.domainSetsFor("prod/web", A)).toEqual([]);
+    expect(allowed(t, DEV, B, 443)).toBe(false);
+    // Wildcards: one or more whole labels, never the bare domain.
+    t.learnAddresses("dev/tool", ["example.org"], [B], 30);
+    expect(allowed(t, DEV, B, 443)).toBe(false);
+    t.learnAddresses("dev/tool", ["a.b.example.org"], [B], 30);
+    expect(allowed(t, DEV, B, 443)).toBe(true);
+    // The TTL runs out: denied again, and expiring moves the generation (caches follow).
+    now += 31_000;
+    expect(allowed(t, DEV, A, 443)).toBe(false);
+    const g = t.generation;
+    expect(t.expireLearned()).toBe(true);
+    expect(t.generation).toBeGreaterThan(g);
+    // A new answer restores it; deleting the pod forgets everything it learned.
+    t.learnAddresses("dev/tool", ["api.example.com"], [A], 5);
+    expect(allowed(t, DEV, A, 443)).toBe(true);
+    t.deletePod("dev", "tool");
+    expect(t.domainSetsFor("dev/tool", A)).toEqual([]);
   });
 });
 

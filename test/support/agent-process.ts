@@ -20,12 +20,23 @@ export interface KubeAgentOptions {
   onLine: (line: Record<string, unknown>) => void;
 }
 
+/** How to launch the agent: a command that execs it (a namespace wrapper, say) and its environment. */
+export interface Launch {
+  prefix?: readonly string[];
+  env?: NodeJS.ProcessEnv;
+}
+
 /** `podwall agent ARGS...` as a child process; its stderr (the JSON log) goes to `onLine`. */
 export function spawnAgent(
   args: readonly string[],
   onLine: (line: Record<string, unknown>) => void,
+  launch: Launch = {},
 ): ChildProcess {
-  const child = spawn(process.execPath, [CLI, "agent", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  const [cmd, ...pre] = [...(launch.prefix ?? []), process.execPath];
+  const child = spawn(cmd, [...pre, CLI, "agent", ...args], {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: launch.env ?? process.env,
+  });
   onJsonLines(child.stderr!, onLine);
   return child;
 }
@@ -34,6 +45,42 @@ export function spawnKubeAgent(o: KubeAgentOptions): ChildProcess {
   const args = ["--kubeconfig", o.kubeconfig, "--lab", o.lab, "--node-name", "lab"];
   args.push("--metrics-addr", `127.0.0.1:${o.metricsPort}`, ...(o.extra ?? []));
   return spawnAgent(args, o.onLine);
+}
+
+/** Where a pod finds its ServiceAccount token, CA and namespace (client-node reads exactly this). */
+export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+export interface InClusterAgentOptions {
+  /** Holds token, ca.crt and namespace, as the kubelet mounts them into a pod. */
+  serviceAccountDir: string;
+  /** KUBERNETES_SERVICE_HOST / KUBERNETES_SERVICE_PORT. */
+  host: string;
+  port: number;
+  lab: string;
+  metricsPort: number;
+  extra?: readonly string[];
+  onLine: (line: Record<string, unknown>) => void;
+}
+
+/**
+ * The agent configured the way a pod is: no kubeconfig, the API server from
+ * KUBERNETES_SERVICE_HOST/PORT, and `serviceAccountDir` bind-mounted at SERVICE_ACCOUNT_DIR in a
+ * mount namespace of its own (so the host's view never changes; the empty mount point is left on
+ * the host's /run). The wrapper execs the agent: the child's pid is the agent's.
+ */
+export function spawnInClusterAgent(o: InClusterAgentOptions): ChildProcess {
+  const bind = `mkdir -p ${SERVICE_ACCOUNT_DIR} && mount --bind "$0" ${SERVICE_ACCOUNT_DIR} && exec "$@"`;
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    KUBERNETES_SERVICE_HOST: o.host,
+    KUBERNETES_SERVICE_PORT: String(o.port),
+  };
+  delete env.KUBECONFIG;
+  const args = ["--lab", o.lab, "--node-name", "lab", "--metrics-addr", `127.0.0.1:${o.metricsPort}`];
+  return spawnAgent([...args, ...(o.extra ?? [])], o.onLine, {
+    prefix: ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", bind, o.serviceAccountDir],
+    env,
+  });
 }
 
 /** Polls `pred` every `step` ms until it holds or `ms` passed; the last answer is returned. */

@@ -9,7 +9,8 @@
  * accept rule match nothing and a deny or pass rule deny everything it covers.
  * Mapping: ClusterNetworkPolicy tier Admin and AdminNetworkPolicy -> admin; tier Baseline -> baseline;
  * BaselineAdminNetworkPolicy -> baseline after every Baseline ClusterNetworkPolicy (priority 1001).
- * domainNames are accepted and reported as not enforced (they match nothing) until learned from DNS.
+ * domainNames match the addresses the subject pod learned for those names from DNS answers (the
+ * agent's DNS path); with nothing learned (simulate, or no DNS path running) they match nothing.
  * May not: look at pods, nodes or other policies.
  */
 import { InputError } from "../errors.js";
@@ -173,11 +174,7 @@ function compilePeer(c: Ctx, raw: unknown, dir: "ingress" | "egress", f: string)
             `invalid domain name ${JSON.stringify(n)}`,
           );
       });
-      return {
-        kind: "none",
-        why: "domain names are not enforced by this podwall version",
-        domains: list as string[],
-      };
+      return { kind: "domains", names: list as string[] };
     }
   }
 }
@@ -315,16 +312,12 @@ function compileRule(c: Ctx, raw: unknown, dir: "ingress" | "egress", index: num
       f,
       "a named port cannot be used with nodes, networks or domainNames peers (they have no named ports)",
     );
-  const domains = peers.filter((p) => p.kind === "none" && p.domains);
-  if (domains.length > 0) {
-    if (action !== "accept")
-      throw new InputError(
-        c.object,
-        f,
-        `domainNames are only allowed in ${c.d.kind === "ClusterNetworkPolicy" ? "Accept" : "Allow"} rules`,
-      );
-    c.notEnforced.push(`${f}: domainNames are not enforced by this podwall version; they match nothing`);
-  }
+  if (peers.some((p) => p.kind === "domains") && action !== "accept")
+    throw new InputError(
+      c.object,
+      f,
+      `domainNames are only allowed in ${c.d.kind === "ClusterNetworkPolicy" ? "Accept" : "Allow"} rules`,
+    );
   const unreadable = unknown.length > 0 || peers.some((p) => p.kind === "none" && !p.domains);
   if (unreadable) {
     const what = unknown.length > 0 ? `unknown field ${unknown.join(", ")}` : "a peer podwall cannot read";

@@ -6,8 +6,8 @@
  * Stops the worker when told to or when the parent goes away, so no orphan stays bound to the queue.
  * May not: touch packets (the worker does) or run policy code on this thread.
  */
-import { existsSync } from "node:fs";
-import { MessageChannel, Worker } from "node:worker_threads";
+import { MessageChannel, type Worker } from "node:worker_threads";
+import { startWorkerThread } from "../worker-thread.js";
 import {
   CTL_MAILBOX,
   CTL_STOP,
@@ -29,30 +29,13 @@ function send(m: FromRunner): Promise<void> {
   });
 }
 
-/** The compiled worker when running from dist/, else the TypeScript source. */
-function workerUrl(): URL {
-  const js = new URL("./worker.js", import.meta.url);
-  return existsSync(js) ? js : new URL("./worker.ts", import.meta.url);
-}
-
-const TS_EXT = /\.(ts|mts|cts)$/;
-
-/**
- * Node 20 does not apply `--import` loader hooks inside worker threads, so TypeScript (the worker
- * from source, or a .ts decider module) is loaded through tsx's tsImport from a tiny eval bootstrap.
- */
+/** The verdict worker: compiled or from source; a TypeScript decider module also needs tsx. */
 function startWorker(init: WorkerInit): Worker {
-  const url = workerUrl();
-  const opts = { workerData: init, transferList: [init.tablePort] };
-  if (!TS_EXT.test(url.pathname) && !TS_EXT.test(init.config.deciderModule)) return new Worker(url, opts);
-  let api: string;
-  try {
-    api = import.meta.resolve("tsx/esm/api");
-  } catch {
-    throw new Error("loading TypeScript in the nfqueue worker needs the tsx package");
-  }
-  const boot = `import(${JSON.stringify(api)}).then((m) => m.tsImport(${JSON.stringify(url.href)}, ${JSON.stringify(import.meta.url)}))`;
-  return new Worker(boot, { ...opts, eval: true });
+  return startWorkerThread(
+    new URL("./worker.js", import.meta.url),
+    { workerData: init, transferList: [init.tablePort] },
+    /\.(ts|mts|cts)$/.test(init.config.deciderModule),
+  );
 }
 
 /** One worker thread, its queue's counters and its table mailbox. */

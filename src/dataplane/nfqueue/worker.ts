@@ -10,9 +10,9 @@
 
 import { performance } from "node:perf_hooks";
 import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
+import { ParsedPacket, parsePacket } from "../packet.js";
 import { allowedCpus } from "./cpus.js";
 import { NF_ACCEPT, NF_DROP, NfqQueue, pinThisThread } from "./libnfq.js";
-import { ParsedPacket, parsePacket } from "./packet.js";
 import {
   CTL_MAILBOX,
   CTL_STOP,

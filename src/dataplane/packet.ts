@@ -1,5 +1,6 @@
 /**
- * packet: read the L3/L4 header fields policy needs from a queued packet, in place.
+ * packet: read the L3/L4 header fields policy needs from a packet copied to userspace (an NFQUEUE
+ * verdict request or an NFLOG record), in place.
  *
  * Owns: IPv4 (with options) and IPv6 (with extension headers) parsing, TCP/UDP/SCTP ports, and the
  * canonical address strings (dotted quad / RFC 5952, identical to ipaddr.js `toString()`).
@@ -20,7 +21,7 @@ export const ParseError = {
 export type ParseError = (typeof ParseError)[keyof typeof ParseError];
 
 /**
- * One reusable result: the verdict loop owns a single instance and `parsePacket` overwrites it.
+ * One reusable result: each reading loop owns a single instance and `parsePacket` overwrites it.
  * `srcPort`/`dstPort` are 0 for protocols without ports and for non-first fragments.
  */
 export class ParsedPacket {
