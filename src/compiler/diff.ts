@@ -4,18 +4,22 @@
  *
  * How, without deciding every pod pair (see reach-classes.ts for the classes and why they are exact):
  *   - rows and columns are classes of pods whose signatures agree on both tables;
- *   - a row class is *dirty* when its source content differs between the tables (the owner's egress
- *     plan by policy key and fingerprint, its selector memberships, the ipBlocks, `nodes` peers and
- *     nodes of its address, or its families); a column class when its destination content differs
- *     (ingress plan, memberships, container ports, node, address peers, family order);
- *   - a pair of clean classes cannot change: the egress verdict reads the source's plan (equal) and
- *     the destination's membership in that plan's peers (equal: the plan's peers have keys both
- *     tables hold, and the destination's content over those keys is equal) and its ports (equal);
- *     the ingress verdict likewise with the roles swapped, and the node exemption reads the
- *     source's nodes and the destination's node (equal);
+ *   - a row class is *dirty* in a direction when what that direction reads of it differs between
+ *     the tables: for its own egress side, the owner's egress plan (by policy key and fingerprint);
+ *     as a peer of ingress sides, its selector memberships, the ipBlocks, `nodes` peers and nodes
+ *     of its address. A column class likewise: its own ingress side (ingress plan, container
+ *     ports, node), and as a peer of egress sides (memberships, ports, address peers). A changed
+ *     family layout dirties both directions;
+ *   - a direction cannot change between clean classes: the egress verdict reads the source's plan
+ *     (equal) and the destination's match of that plan's peers (equal: the plan's peers have keys
+ *     both tables hold, and the destination's content over those keys is equal) and its ports
+ *     (equal); the ingress verdict likewise with the roles swapped, and the node exemption reads
+ *     the source's nodes and the destination's node (equal);
  *   - so only (dirty rows x every column) and (every row x dirty columns) are compared, per port,
- *     one engine decision per class pair and table; pairs a pod talks to itself over, on either
- *     table, are decided one by one.
+ *     in the direction that can differ; the other direction is looked up (on one table suffices)
+ *     only where the first differs, since a cell needs both. Direction verdicts come from
+ *     reach-classes' memo (one engine decision per plan, peer-match pattern and port); pairs a
+ *     pod talks to itself over, on either table, are decided one by one.
  * A one-policy change dirties only the classes that policy selects, before or after.
  * The pods compared are those with an address on both sides; a pod only one side has is listed in
  * podsAdded / podsRemoved (its cells have no verdict on the other side, so none is a change).

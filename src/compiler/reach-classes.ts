@@ -8,7 +8,8 @@
  * has). decide reads those addresses only through:
  *   - at the source address: the identity of the pod owning it (its egress plan, and its membership
  *     in ingress peers), the ipBlocks and `nodes` peers containing it, the nodes it is an address of
- *     (the node exemption);
+ *     (the node exemption), and the names that pod learned from DNS (`domainNames` peers: a pod
+ *     that learned any is a class of its own);
  *   - at the destination address: the owner's identity (ingress plan, membership in egress peers),
  *     its container ports (named ports), its node (the exemption), the ipBlocks and `nodes` peers
  *     containing the address;
@@ -23,7 +24,7 @@
  * replicas spread over many nodes still share one class.
  *
  * Owns: addresses per family, signatures, classes, loopback pairs, and the memo of direction
- * verdicts per what each direction reads (classVerdict).
+ * verdicts keyed by what each direction reads (directionVerdicts).
  * May not: decide anything itself: every direction verdict is the engine's `decide` on real
  * addresses, and the peer matching that keys the memo is the engine's own peerIndex.
  */
