@@ -76,7 +76,8 @@ describe("podwall agent against an API server double, programming a lab", () => 
   it("becomes ready only after its first sync, and serves health and metrics", async () => {
     agent = startAgent();
     expect(await until(async () => (await http("/readyz")).status === 200, 15_000)).toBe(true);
-    expect(logs.some((l) => l.msg === "sync")).toBe(true);
+    // The log is written asynchronously: its "sync" line may reach us just after /readyz answers.
+    expect(await until(() => logs.some((l) => l.msg === "sync"), 5000)).toBe(true);
     expect((await http("/healthz")).status).toBe(200);
     const m = (await http("/metrics")).body;
     expect(m).toContain("podwall_syncs_total");
@@ -118,7 +119,7 @@ describe("podwall agent against an API server double, programming a lab", () => 
     expect(await until(async () => !(await reach("z/a", ["x", "a"])), 5000)).toBe(true);
   });
 
-  it("skips a bad object, counts it, and keeps the last good version of an updated policy", async () => {
+  it("enforces a policy the server holds but podwall cannot read fail-closed: its bad rules allow nothing", async () => {
     api.create(
       "NetworkPolicy",
       policy("y", "broken", { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: "10.0.0.0/33" } }] }] }),
@@ -131,10 +132,12 @@ describe("podwall agent against an API server double, programming a lab", () => 
     ).toBe(true);
     const line = logs.find((l) => String(l.msg).includes("rejected NetworkPolicy y/broken"));
     expect(line?.field).toBe("spec.ingress[0].from[0].ipBlock.cidr");
-    // y stays open (the broken policy selects nothing), x/from-b stays enforced.
-    expect(await reach("z/a", ["y", "a"])).toBe(true);
+    expect(String(line?.msg)).toContain("enforced fail-closed");
+    // y is isolated as the server's object says, and its unreadable rule allows nothing.
+    expect(await until(async () => !(await reach("z/a", ["y", "a"])), 5000)).toBe(true);
     expect(await reach("y/a", ["x", "a"])).toBe(false);
-    // Break the good policy: its last good version must stay in force.
+    // Break the good policy: the new version is enforced, its unreadable rule allowing nothing
+    // (the old version would allow x/b, which the object the server now holds no longer says).
     const good = api.get("NetworkPolicy", "from-b", "x")!;
     good.spec.ingress[0].from[0] = { ipBlock: { cidr: "not-a-cidr" } };
     api.update("NetworkPolicy", good);
@@ -144,11 +147,13 @@ describe("podwall agent against an API server double, programming a lab", () => 
         5000,
       ),
     ).toBe(true);
-    await new Promise((r) => setTimeout(r, 300));
-    expect([await reach("x/b", ["x", "a"]), await reach("y/a", ["x", "a"])]).toEqual([true, false]);
+    expect(await until(async () => !(await reach("x/b", ["x", "a"])), 5000)).toBe(true);
+    expect(await reach("y/a", ["x", "a"])).toBe(false);
     api.delete("NetworkPolicy", { metadata: { name: "broken", namespace: "y" } });
     good.spec.ingress[0].from[0] = { podSelector: sel({ pod: "b" }) };
     api.update("NetworkPolicy", good);
+    expect(await until(() => reach("x/b", ["x", "a"]), 5000)).toBe(true);
+    expect(await until(() => reach("z/a", ["y", "a"]), 5000)).toBe(true);
   });
 
   it("opens no window when killed with SIGKILL and restarted (prober running throughout)", async () => {

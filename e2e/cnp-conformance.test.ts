@@ -51,7 +51,6 @@ import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { TieredReference } from "../test/support/tiered-reference.js";
 import {
-  type Case,
   type Cell,
   type Family,
   loadCases,

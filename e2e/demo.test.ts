@@ -71,6 +71,7 @@ it("demo: live matrix follows a policy file edit; metrics served; lab and rules 
       "20-shop-tiers.yaml",
       "30-allow-monitoring.yaml",
       "40-dev-egress.yaml",
+      "50-cluster-guardrails.yaml",
     ])
       rmSync(join(dir, f));
     // The first frame drawn after the edit that has no X shows the change.

@@ -26,20 +26,70 @@ describe("deploy/kind/podwall.yaml", () => {
     for (const a of c.args.slice(1)) expect(help).toContain(a.split("=")[0]);
   });
 
-  it("probes /healthz and /readyz on the metrics port, gets NODE_NAME, runs on the host network", () => {
-    const port = Number(
-      c.args
-        .find((a: string) => a.startsWith("--metrics-addr"))
-        .split(":")
-        .pop(),
-    );
-    expect(c.livenessProbe.httpGet).toMatchObject({ path: "/healthz", port });
-    expect(c.readinessProbe.httpGet).toMatchObject({ path: "/readyz", port });
+  const argOf = (list: string[], flag: string) => list.find((a) => a.startsWith(`${flag}=`))?.split("=")[1];
+  const hostPort = (addr: string) => {
+    const i = addr.lastIndexOf(":");
+    return { host: addr.slice(0, i), port: Number(addr.slice(i + 1)) };
+  };
+
+  it("probes /healthz and /readyz on the node's loopback, gets NODE_NAME, runs on the host network", () => {
+    const health = hostPort(argOf(c.args, "--health-addr")!);
+    expect(health.host).toBe("127.0.0.1");
+    expect(c.livenessProbe.httpGet).toEqual({ path: "/healthz", port: health.port, host: "127.0.0.1" });
+    expect(c.readinessProbe.httpGet).toEqual({ path: "/readyz", port: health.port, host: "127.0.0.1" });
     expect(c.env.find((e: { name: string }) => e.name === "NODE_NAME").valueFrom.fieldRef.fieldPath).toBe(
       "spec.nodeName",
     );
     expect(ds.spec.template.spec.hostNetwork).toBe(true);
-    expect(c.securityContext.capabilities.add).toContain("NET_ADMIN");
+  });
+
+  it("serves /metrics on the node's own address only (never every address), where Prometheus is told", () => {
+    const metrics = hostPort(argOf(c.args, "--metrics-addr")!);
+    expect(metrics.host).toBe("$(POD_IP)");
+    expect(c.env.find((e: { name: string }) => e.name === "POD_IP").valueFrom.fieldRef.fieldPath).toBe(
+      "status.podIP",
+    );
+    expect(ds.spec.template.metadata.annotations["prometheus.io/port"]).toBe(String(metrics.port));
+    expect(metrics.port).not.toBe(hostPort(argOf(c.args, "--health-addr")!).port);
+    // The agent's own default keeps it node-local.
+    const help = spawnSync(process.execPath, [join(ROOT, "dist/cli/main.js"), "agent", "--help"], {
+      encoding: "utf8",
+    }).stdout.replace(/\s+/g, " ");
+    expect(help).toMatch(/--metrics-addr <host:port> .*\(default: "127\.0\.0\.1:9472"\)/);
+  });
+
+  it("runs the agent with NET_ADMIN and NET_RAW only, no privilege escalation, a read-only root, seccomp", () => {
+    expect(c.securityContext).toEqual({
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"], add: ["NET_ADMIN", "NET_RAW"] },
+    });
+    expect(ds.spec.template.spec.securityContext.seccompProfile).toEqual({ type: "RuntimeDefault" });
+    // Writable: the CNI socket directory, the CNI configuration, the iptables lock; nothing else.
+    expect(c.volumeMounts.map((m: { mountPath: string }) => m.mountPath).sort()).toEqual([
+      "/host/etc/cni/net.d",
+      "/run/podwall",
+      "/run/xtables.lock",
+    ]);
+    const init = ds.spec.template.spec.initContainers.find((i: { name: string }) => i.name === "install-cni");
+    expect(init.securityContext).toEqual({
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"] },
+    });
+  });
+
+  it("sets a memory limit well above the measured peak (390 MiB on Node.js 24 under a pod-event flood)", () => {
+    const mib = (q: string) => {
+      const m = /^(\d+)(Mi|Gi)$/.exec(q)!;
+      return Number(m[1]) * (m[2] === "Gi" ? 1024 : 1);
+    };
+    const { requests, limits } = c.resources;
+    expect(mib(limits.memory)).toBeGreaterThanOrEqual(390 * 1.5);
+    expect(mib(requests.memory)).toBeGreaterThanOrEqual(200);
+    expect(mib(requests.memory)).toBeLessThanOrEqual(mib(limits.memory));
   });
 
   it("grants list/watch on everything the agent watches", () => {
@@ -67,7 +117,7 @@ describe("deploy/kind/podwall.yaml", () => {
     }).stdout;
     expect(init.args.slice(0, 2)).toEqual(["cni", "install"]);
     for (const a of init.args.slice(2)) expect(help).toContain(a.split("=")[0]);
-    const arg = (list: string[], flag: string) => list.find((a) => a.startsWith(`${flag}=`))?.split("=")[1];
+    const arg = argOf;
     const vols = ds.spec.template.spec.volumes as { name: string; hostPath: { path: string } }[];
     const hostPathOf = (mounts: { name: string; mountPath: string }[], dir: string) => {
       const m = mounts.find((x) => dir === x.mountPath || dir.startsWith(`${x.mountPath}/`));
@@ -105,8 +155,9 @@ describe("deploy/crds", () => {
 });
 
 describe("Dockerfile", () => {
+  const d = readFileSync(join(ROOT, "Dockerfile"), "utf8");
+
   it("installs the kernel tools and runs the built CLI", () => {
-    const d = readFileSync(join(ROOT, "Dockerfile"), "utf8");
     for (const pkg of [
       "iptables",
       "ipset",
@@ -117,8 +168,19 @@ describe("Dockerfile", () => {
     ])
       expect(d).toContain(pkg);
     expect(d).toContain('ENTRYPOINT ["node", "/app/dist/cli/main.js"]');
-    expect(d).toMatch(/FROM node:20/);
-    expect(d).toMatch(/gcc .*-static -o cni\/podwall-cni cni\/podwall-cni\.c/);
     expect(d).toContain("COPY --from=build /src/cni/podwall-cni ./cni/podwall-cni");
+  });
+
+  it("builds both stages on a supported Node.js LTS pinned by digest", () => {
+    const base = /^ARG NODE_IMAGE=(\S+)$/m.exec(d)![1];
+    expect(base).toMatch(/^node:(22|24)-[a-z-]+@sha256:[0-9a-f]{64}$/);
+    const froms = d.split("\n").filter((l) => l.startsWith("FROM "));
+    const ref = "$" + "{NODE_IMAGE}"; // the build argument, as the Dockerfile spells it
+    expect(froms).toEqual([`FROM ${ref} AS build`, `FROM ${ref}`]);
+  });
+
+  it("builds the CNI plugin with its one recipe, the one the tests use", () => {
+    expect(d).toContain("RUN sh cni/build.sh cni/podwall-cni");
+    expect(d).not.toMatch(/gcc .*podwall-cni\.c/);
   });
 });

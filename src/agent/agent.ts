@@ -34,6 +34,8 @@ export interface AgentOptions {
   source?: string;
   lab?: string;
   metricsAddr?: string;
+  /** A second listener with /healthz and /readyz only (probes on loopback, metrics elsewhere). */
+  healthAddr?: string;
   dataplane: "iptables" | "nfqueue";
   queueNum: number;
   /** nfqueue: queues (and pinned verdict threads), one per CPU by default. */
@@ -66,6 +68,7 @@ export class Agent {
   source!: ClusterSource;
   applier!: KernelApplier;
   private server: Server | undefined;
+  private healthServer: Server | undefined;
   private cniServer: Server | undefined;
   cni: CniAdmission | undefined;
   private cniKeeper: CniChainKeeper | undefined;
@@ -121,7 +124,7 @@ export class Agent {
     this.reconciler = new Reconciler({
       table: this.table,
       applier: this.applier,
-      local: new RoutedLocalPods({ nodeName: o.nodeName, keys, netns }),
+      local: new RoutedLocalPods({ nodeName: o.nodeName, keys, netns, log: this.log, metrics: this.metrics }),
       render: {
         dataplane: o.dataplane,
         queueNum: o.queueNum,
@@ -134,6 +137,7 @@ export class Agent {
       log: this.log,
       batchDelayMs: o.batchDelayMs,
       resyncIntervalMs: o.resyncSeconds * 1000,
+      failClosedOnRejected: !o.source,
       beforeApply: this.userspace ? (t) => this.userspace!.publish(t) : undefined,
       afterSync: this.revoker ? () => this.revoker!.request() : undefined,
     });
@@ -150,18 +154,19 @@ export class Agent {
     this.ticker.unref();
     this.statusTimer = setInterval(() => this.exportSourceStatus(), 2000);
     this.statusTimer.unref();
-    if (o.metricsAddr) {
-      this.server = await startHealthServer(o.metricsAddr, this.metrics.registry, {
-        alive: () => Date.now() - this.tick < 10_000,
-        ready: () => this.reconciler.ready(),
-        detail: () =>
-          this.reconciler.ready()
-            ? `last sync ok, ${this.reconciler.lastStats?.rules ?? 0} rules`
-            : this.reconciler.lastError
-              ? `last sync failed: ${this.reconciler.lastError.message}`
-              : "waiting for the first complete sync",
-      });
-    }
+    const probe = {
+      alive: () => Date.now() - this.tick < 10_000,
+      ready: () => this.reconciler.ready(),
+      detail: () =>
+        this.reconciler.ready()
+          ? `last sync ok, ${this.reconciler.lastStats?.rules ?? 0} rules`
+          : this.reconciler.lastError
+            ? `last sync failed: ${this.reconciler.lastError.message}`
+            : "waiting for the first complete sync",
+    };
+    if (o.metricsAddr) this.server = await startHealthServer(o.metricsAddr, this.metrics.registry, probe);
+    if (o.healthAddr && o.healthAddr !== o.metricsAddr)
+      this.healthServer = await startHealthServer(o.healthAddr, undefined, probe);
     this.log.info(
       {
         node: o.nodeName,
@@ -171,6 +176,7 @@ export class Agent {
         backend,
         dataplane: o.dataplane,
         metrics: o.metricsAddr,
+        health: o.healthAddr,
       },
       "podwall agent starting",
     );
@@ -208,6 +214,7 @@ export class Agent {
     if (this.ticker) clearInterval(this.ticker);
     if (this.statusTimer) clearInterval(this.statusTimer);
     this.server?.close();
+    this.healthServer?.close();
     this.cniServer?.close();
     this.cniKeeper?.stop();
     if (this.opts.cleanupOnExit) {

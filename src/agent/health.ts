@@ -1,7 +1,9 @@
 /**
- * health: the agent's one HTTP server: /metrics (Prometheus text), /healthz (the loop is alive,
+ * health: the agent's HTTP listeners: /metrics (Prometheus text), /healthz (the loop is alive,
  * not tied to sync success, so a failing sync is reported, not restarted away), /readyz (the first
- * complete sync is programmed and syncs are succeeding).
+ * complete sync is programmed and syncs are succeeding). The metrics listener serves all three; a
+ * health-only listener (no registry) serves the probes alone, so the kubelet can probe loopback
+ * while /metrics is exposed elsewhere.
  * May not: change agent state; it only reads.
  */
 import { createServer, type Server } from "node:http";
@@ -16,7 +18,7 @@ export interface HealthProbe {
 
 export async function startHealthServer(
   addr: string,
-  registry: Registry,
+  registry: Registry | undefined,
   probe: HealthProbe,
 ): Promise<Server> {
   const i = addr.lastIndexOf(":");
@@ -25,7 +27,7 @@ export async function startHealthServer(
   const server = createServer(async (req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     try {
-      if (path === "/metrics") {
+      if (path === "/metrics" && registry) {
         const body = await registry.metrics();
         res.writeHead(200, { "content-type": registry.contentType }).end(body);
       } else if (path === "/healthz") {
@@ -39,7 +41,7 @@ export async function startHealthServer(
       } else {
         res
           .writeHead(404, { "content-type": "text/plain" })
-          .end("not found: try /metrics, /healthz, /readyz\n");
+          .end(`not found: try ${registry ? "/metrics, " : ""}/healthz, /readyz\n`);
       }
     } catch (e) {
       res.writeHead(500, { "content-type": "text/plain" }).end(`${(e as Error).message}\n`);

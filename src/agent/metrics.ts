@@ -112,6 +112,11 @@ export function createMetrics(withProcessMetrics = true) {
       name: "podwall_local_pods",
       help: "Pods on this node that policy can select",
     }),
+    rejectedInterfaces: new Gauge({
+      ...r,
+      name: "podwall_rejected_interfaces",
+      help: "Local pods whose host interface name iptables cannot match exactly (a '+', or not a kernel name): their rules match their addresses instead",
+    }),
     isolatedPods: new Gauge({
       ...r,
       name: "podwall_isolated_local_pods",

@@ -11,7 +11,7 @@
  * May not: talk to Kubernetes (sources do) or build kernel text (the renderer does).
  */
 import { InputError } from "../compiler/errors.js";
-import { FROM_API, isPolicyKind } from "../compiler/kinds/index.js";
+import { FROM_API, isPolicyKind, SALVAGE_FROM_API } from "../compiler/kinds/index.js";
 import type { NamespaceInfo, NodeInfo, PodInfo } from "../compiler/model.js";
 import { type PolicyKind, policyDisplay, policyKey } from "../compiler/rule-model.js";
 import type { PolicyTable } from "../compiler/table.js";
@@ -35,6 +35,12 @@ export interface ReconcilerOptions {
   metrics: Metrics;
   log: Logger;
   batchDelayMs?: number;
+  /**
+   * Objects come from an API server, which validated them: a policy podwall rejects is enforced
+   * fail-closed (rules it cannot read allow nothing) instead of being left out. A folder source's
+   * files are the operator's drafts: there the last good version stays.
+   */
+  failClosedOnRejected?: boolean;
   resyncIntervalMs?: number;
   maxBackoffMs?: number;
   /** Called with every new table state before the kernel is programmed (the NFQUEUE snapshot). */
@@ -66,7 +72,13 @@ export class Reconciler implements ClusterSink {
   private syncWaiters: { after: number; resolve: () => void }[] = [];
 
   constructor(opts: ReconcilerOptions) {
-    this.o = { batchDelayMs: 20, resyncIntervalMs: 300_000, maxBackoffMs: 10_000, ...opts };
+    this.o = {
+      batchDelayMs: 20,
+      resyncIntervalMs: 300_000,
+      maxBackoffMs: 10_000,
+      failClosedOnRejected: false,
+      ...opts,
+    };
   }
 
   get table(): PolicyTable {
@@ -133,7 +145,25 @@ export class Reconciler implements ClusterSink {
       changed = this.o.table.upsertPolicy(policy, FROM_API, kind);
     } catch (e) {
       this.o.metrics.eventsReceived.inc({ kind, type });
-      this.rejected(kind, namespace ? `${namespace}/${name}` : name, e as Error);
+      const objectKey = namespace ? `${namespace}/${name}` : name;
+      if (this.o.failClosedOnRejected && e instanceof InputError) {
+        // The API server holds this object: enforce what can be read and fail closed on the rest,
+        // rather than leave its pods open (a new policy) or under an older version (an update).
+        try {
+          changed = this.o.table.upsertPolicy(policy, SALVAGE_FROM_API, kind);
+          this.rejected(
+            kind,
+            objectKey,
+            e,
+            "; enforced fail-closed: what podwall cannot read allows nothing",
+          );
+          this.event(kind, type, changed);
+          return;
+        } catch {
+          // Not even its subject can be read: nothing safe to enforce; reported below.
+        }
+      }
+      this.rejected(kind, objectKey, e as Error);
       return;
     }
     this.clearRejected(kind, namespace ? `${namespace}/${name}` : name);
@@ -147,7 +177,7 @@ export class Reconciler implements ClusterSink {
     this.event(kind, "delete", this.o.table.deletePolicy(namespace, name, kind));
   }
 
-  rejected(kind: ObjectKind, key: string, error: Error): void {
+  rejected(kind: ObjectKind, key: string, error: Error, outcome?: string): void {
     this.o.metrics.rejectedObjects.inc({ kind });
     let set = this.rejectedKeys.get(kind);
     if (!set) this.rejectedKeys.set(kind, (set = new Set()));
@@ -160,7 +190,8 @@ export class Reconciler implements ClusterSink {
           key.includes("/") ? key.split("/")[1] : key,
         )
       : "";
-    const kept = tableKey && this.o.table.policy(tableKey) ? "; its last good version stays in force" : "";
+    const kept =
+      outcome ?? (tableKey && this.o.table.policy(tableKey) ? "; its last good version stays in force" : "");
     this.o.log.warn(
       { kind, object: key, field: error instanceof InputError ? error.field : undefined, err: error.message },
       `rejected ${kind} ${key}: ${error.message}${kept}`,

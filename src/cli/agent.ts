@@ -15,7 +15,15 @@ export function registerAgent(program: Command): void {
     .option("--node-name <name>", "this node's name (default: $NODE_NAME, then the host name)")
     .option("--source <dir>", "read and watch a folder of manifests instead of the API server")
     .option("--lab <name>", "program a running `podwall lab` node instead of this host")
-    .option("--metrics-addr <host:port>", "serve /metrics, /healthz and /readyz here", "0.0.0.0:9472")
+    .option(
+      "--metrics-addr <host:port>",
+      "serve /metrics (and /healthz, /readyz) here; loopback by default: anything that reaches this address reads it",
+      "127.0.0.1:9472",
+    )
+    .option(
+      "--health-addr <host:port>",
+      "also serve /healthz and /readyz alone here (e.g. loopback for the kubelet's probes while /metrics is exposed)",
+    )
     .option(
       "--dataplane <mode>",
       "iptables (kernel rules) or nfqueue (first packet of each connection judged in userspace)",
@@ -74,6 +82,7 @@ export function registerAgent(program: Command): void {
           source: o.source as string | undefined,
           lab: o.lab as string | undefined,
           metricsAddr: (o.metricsAddr as string) || undefined,
+          healthAddr: (o.healthAddr as string | undefined) || undefined,
           dataplane,
           ...parseQueueOptions(o.queueNum as string, o.queueThreads as string | undefined),
           failOpen: !o.failClosed,

@@ -103,6 +103,15 @@ export function bytesToText(_family: Family, bytes: Uint8Array): string {
   return ipaddr.fromByteArray(Array.from(bytes)).toString();
 }
 
+/** An IPv4-mapped IPv6 CIDR (::ffff:0:0/96 and longer) as the IPv4 CIDR it maps, else undefined. */
+export function unmapV4(c: ParsedCIDR): ParsedCIDR | undefined {
+  if (c.family !== 6 || c.prefix < 96) return undefined;
+  const b = c.bytes;
+  for (let i = 0; i < 10; i++) if (b[i] !== 0) return undefined;
+  if (b[10] !== 0xff || b[11] !== 0xff) return undefined;
+  return parseCIDR(`${b[12]}.${b[13]}.${b[14]}.${b[15]}/${c.prefix - 96}`);
+}
+
 /** Bit i (0 = most significant) of an address. */
 export function bitAt(bytes: Uint8Array, i: number): number {
   return (bytes[i >> 3] >> (7 - (i & 7))) & 1;

@@ -1,17 +1,19 @@
 /**
  * apply: program the desired state into the kernel as a minimal delta, and remove it on cleanup.
  *
- * Owns: reading back our own objects (PODWALL- chains via `iptables-save -t filter`, rule hashes
- * from their comments; PODWALL- sets via `ipset save`), diffing, and programming in a safe order:
+ * Owns: reading back our own objects (ownership.ts says which: chains via `iptables-save -t filter`,
+ * rule hashes from their comments; sets via `ipset save`), diffing, and programming in a safe order:
  * ipset restore (create sets, add/del members, temp-set + swap for bulk replacement) -> one
  * `iptables-restore --noflush` per family (only changed chains are declared, which rewrites them;
  * built-in chains only get our jump inserted) -> ipset restore (destroy sets nothing references).
  * iptables-restore commits a table atomically, so a failed apply leaves the previous rules whole;
  * the cached view is then dropped and re-read from the kernel on the next try.
- * May not: save/restore or flush any table or chain it does not own, or touch non-PODWALL sets.
+ * May not: save/restore or flush any table or chain it does not own, or touch any set or rule that
+ * ownership.ts does not call ours (a foreign PODWALL-X chain, or a "pw:..." comment, is not ours).
  * Uses the iptables backend the host uses (nft or legacy, detected from which holds rules).
  */
 import { run } from "./exec.js";
+import { assertOwnedNames, ownedTarget, ownsChain, ownsSet } from "./ownership.js";
 import {
   type Builtin,
   createLine,
@@ -74,20 +76,22 @@ export function parseSave(text: string): KernelFamily {
   for (const line of text.split("\n")) {
     if (line.startsWith("*")) inFilter = line === "*filter";
     if (!inFilter) continue;
-    if (line.startsWith(`:${PREFIX}`)) {
-      fam.chains.set(line.slice(1).split(" ")[0], []);
+    if (line.startsWith(":")) {
+      const name = line.slice(1).split(" ")[0];
+      if (ownsChain(name)) fam.chains.set(name, []);
     } else if (line.startsWith("-A ")) {
       const sp = line.indexOf(" ", 3);
       const chain = line.slice(3, sp);
       const spec = line.slice(sp + 1);
-      if (chain.startsWith(PREFIX)) {
+      if (ownsChain(chain)) {
         const list = fam.chains.get(chain) ?? [];
         list.push(ruleHashOf(spec) ?? "?");
         fam.chains.set(chain, list);
-      } else if ((BUILTINS as string[]).includes(chain) && (/-j PODWALL-/.test(spec) || ruleHashOf(spec))) {
+      } else if ((BUILTINS as string[]).includes(chain)) {
+        const target = ownedTarget(spec);
+        if (target === undefined) continue;
         fam.builtinRules.push({ chain, spec });
-        const m = /-j (PODWALL-\w+)/.exec(spec);
-        if (m && m[1] === TOP_CHAINS[chain as Builtin]) fam.jumps.add(chain as Builtin);
+        if (target === TOP_CHAINS[chain as Builtin]) fam.jumps.add(chain as Builtin);
       }
     }
   }
@@ -105,10 +109,10 @@ export function parseIpsetSave(text: string): Map<string, KernelSet> {
   const sets = new Map<string, KernelSet>();
   for (const line of text.split("\n")) {
     const parts = line.trim().split(/\s+/);
-    if (parts[0] === "create" && parts[1]?.startsWith(PREFIX)) {
+    if (parts[0] === "create" && ownsSet(parts[1] ?? "")) {
       const fi = parts.indexOf("family");
       sets.set(parts[1], { type: parts[2], family: parts[fi + 1] === "inet6" ? 6 : 4, members: new Set() });
-    } else if (parts[0] === "add" && parts[1]?.startsWith(PREFIX)) {
+    } else if (parts[0] === "add") {
       const s = sets.get(parts[1]);
       if (s) s.members.add(normalizeMember(s.type, s.family, parts.slice(2).join(" ")));
     }
@@ -156,13 +160,17 @@ export class KernelApplier {
    */
   private async probeBackends(): Promise<{ backend: Backend; saves?: [string, string] }> {
     if (this.backend) return { backend: this.backend };
-    const save = async (b: Backend, fam: 4 | 6) =>
-      (
-        await run(`${fam === 4 ? "iptables" : "ip6tables"}-${b}-save`, [], {
-          netns: this.opts.netns,
-          allowFail: true,
-        })
-      ).stdout;
+    const save = async (b: Backend, fam: 4 | 6) => {
+      const cmd = `${fam === 4 ? "iptables" : "ip6tables"}-${b}-save`;
+      const r = await run(cmd, [], { netns: this.opts.netns, allowFail: true });
+      // Unreadable is not empty: a node whose legacy tables we cannot read may well use them.
+      // (A backend the kernel lacks fails otherwise, and counts as holding no rules.)
+      if (r.code !== 0 && /Permission denied/i.test(r.stderr))
+        throw new Error(
+          `${cmd}: ${r.stderr.trim().split("\n")[0]}: podwall needs CAP_NET_RAW as well as CAP_NET_ADMIN (the legacy tables and iptables' set match are reached through a raw socket)`,
+        );
+      return r.stdout;
+    };
     const [n4, n6, l4, l6] = await Promise.all([
       save("nft", 4),
       save("nft", 6),
@@ -203,6 +211,7 @@ export class KernelApplier {
 
   async apply(desired: DesiredState): Promise<ApplyStats> {
     const t0 = performance.now();
+    assertOwnedNames([...desired.v4.chains.keys(), ...desired.v6.chains.keys()], desired.sets.keys());
     // Without a cached view, the iptables reads overlap the ipset work: ipset restore needs only
     // the ipset read, and the rules wait for both the sets and their own reads.
     const cached = this.cache;

@@ -4,7 +4,8 @@
  * `podwall render` prints it. docs/design/dataplane.md draws the layout; in short (filter table,
  * every object ours by its PODWALL- prefix):
  *   FORWARD -> PODWALL-FORWARD: ESTABLISHED,RELATED accepted, INVALID dropped, then dispatch on the
- *     pod's interface (routed veth: -i/-o; bridged pod: physdev-in for egress, -d podIP for ingress)
+ *     pod's interface (routed veth: -i/-o; bridged pod: physdev-in for egress, -d podIP for ingress;
+ *     a name iptables cannot match exactly, such as `pw+`, never reaches a rule: -s/-d podIP, ifname.ts)
  *     into the per-pod chains of each direction that has a plan, so same-node traffic passes the
  *     source's egress AND the destination's ingress. A pod chain RETURNs to allow and DROPs to deny.
  *   INPUT -> PODWALL-INPUT: pod -> node traffic is egress-policed (node IPs are reachable only when
@@ -32,6 +33,7 @@ import type {
   PolicyRecord,
   PolicyTable,
 } from "../compiler/table.js";
+import { interfaceNameProblem } from "./ifname.js";
 import { createLine, FamilySets, type NamedPort, PREFIX, type RenderedSet } from "./render-sets.js";
 import {
   type Action,
@@ -285,12 +287,17 @@ export function renderNode(
         if (!eg.empty) isolated.egress++;
       }
       const ips = pod.parsedIPs.filter((p) => p.family === r.family).map((p) => p.text);
+      // An interface iptables cannot name exactly (ifname.ts) never reaches a rule: by address instead.
+      const named = interfaceNameProblem(lp.hostIf) === undefined;
       const fromPod: Match = lp.bridged ? { physdevIn: lp.hostIf } : { inIf: lp.hostIf };
       if (ips.length === 0) {
         // No address in this family: the pod can only spoof, so a governed direction allows nothing.
         // One static chain keeps policy changes from rewriting this family at all.
         if (!r.chains.has(NOADDR_CHAIN))
           r.chains.set(NOADDR_CHAIN, [withComment("-j DROP", "governed pod, no address in this family")]);
+        // Without a name iptables matches exactly, nothing reaches the pod in this family anyway, and
+        // what it might spoof cannot be told apart: leave it.
+        if (!named) continue;
         const to: Action = { kind: "jump", chain: NOADDR_CHAIN };
         if (!eg.empty) {
           fwd.push({ match: fromPod, action: to, comment: `${pod.key} egress` });
@@ -303,17 +310,18 @@ export function renderNode(
       if (!eg.empty) {
         const chain: Action = { kind: "jump", chain: r.podChains(pod, "egress", eg) };
         const what = `${pod.key} egress`;
-        fwd.push({ match: fromPod, action: chain, comment: what });
-        input.push({ match: fromPod, action: chain, comment: what });
+        const from: Match[] = named ? [fromPod] : ips.map((ip) => ({ src: ip }));
+        for (const m of from) fwd.push({ match: m, action: chain, comment: what });
+        for (const m of from) input.push({ match: m, action: chain, comment: what });
         for (const ip of ips)
           output.push({ match: { src: ip }, action: chain, comment: `${what} (IPVS-forwarded)` });
       }
       if (!ing.empty) {
         const chain: Action = { kind: "jump", chain: r.podChains(pod, "ingress", ing) };
         const what = `${pod.key} ingress`;
-        if (lp.bridged) for (const ip of ips) fwd.push({ match: { dst: ip }, action: chain, comment: what });
-        else fwd.push({ match: { outIf: lp.hostIf }, action: chain, comment: what });
-        const toPod: Match[] = lp.bridged ? ips.map((ip) => ({ dst: ip })) : [{ outIf: lp.hostIf }];
+        // Bridged pods, and pods whose interface iptables cannot name exactly, by destination address.
+        const toPod: Match[] = lp.bridged || !named ? ips.map((ip) => ({ dst: ip })) : [{ outIf: lp.hostIf }];
+        for (const m of toPod) fwd.push({ match: m, action: chain, comment: what });
         for (const m of toPod) {
           output.push({
             match: { ...m, srcTypeLocal: true },

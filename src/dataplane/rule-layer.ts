@@ -10,6 +10,7 @@
  * May not: know about policies or pods; it only spells rules.
  */
 import { createHash } from "node:crypto";
+import { interfaceArg } from "./ifname.js";
 
 export type ProtoMatch = "tcp" | "udp" | "sctp" | "ipv6-icmp";
 
@@ -110,9 +111,11 @@ export function toIptables(r: Rule): string {
   const m = r.match;
   const parts: string[] = [];
   if (m.ctstate) parts.push(`-m conntrack --ctstate ${m.ctstate}`);
-  if (m.physdevIn) parts.push(`-m physdev --physdev-in ${m.physdevIn}`);
-  if (m.inIf) parts.push(`-i ${m.inIf}`);
-  if (m.outIf) parts.push(`-o ${m.outIf}`);
+  // Interface names are written exactly (quoted where needed); one iptables cannot match exactly
+  // (a '+' is its wildcard) throws: the renderer matches such a pod by address instead.
+  if (m.physdevIn) parts.push(`-m physdev --physdev-in ${interfaceArg(m.physdevIn)}`);
+  if (m.inIf) parts.push(`-i ${interfaceArg(m.inIf)}`);
+  if (m.outIf) parts.push(`-o ${interfaceArg(m.outIf)}`);
   if (m.src) parts.push(`-s ${m.src}`);
   if (m.dst) parts.push(`-d ${m.dst}`);
   if (m.srcTypeLocal) parts.push("-m addrtype --src-type LOCAL");

@@ -248,6 +248,31 @@ describe("the API server's rules, case by case", () => {
     });
   });
 
+  it("an IPv4-mapped except inside an IPv4 block is the IPv4 range it maps, as the server reads it", () => {
+    const set = ok({
+      ...(NP as object),
+      spec: {
+        podSelector: {},
+        ingress: [{ from: [{ ipBlock: { cidr: "10.0.0.0/8", except: ["::ffff:10.1.0.0/112"] } }] }],
+      },
+    });
+    const t = tableFromManifests({ ...set, namespaces: [], pods: [] });
+    expect([...t.allPolicies()][0].spec.ingress?.[0].peers?.[0]).toMatchObject({
+      block: { excepts: [{ text: "10.1.0.0/16" }] },
+    });
+    // A mapped except of a prefix shorter than /96 maps no IPv4 range: still refused.
+    bad(
+      {
+        ...(NP as object),
+        spec: {
+          podSelector: {},
+          ingress: [{ from: [{ ipBlock: { cidr: "10.0.0.0/8", except: ["::ffff:0:0/95"] } }] }],
+        },
+      },
+      /must be a strict subset/,
+    );
+  });
+
   it("unknown fields are rejected in manifests (kubectl's strict validation)", () => {
     bad({ ...(NP as object), spec: { podSelectr: {} } }, /spec\.podSelectr: unknown field/);
     bad(

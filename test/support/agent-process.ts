@@ -26,13 +26,17 @@ export interface Launch {
   env?: NodeJS.ProcessEnv;
 }
 
-/** `podwall agent ARGS...` as a child process; its stderr (the JSON log) goes to `onLine`. */
+/**
+ * `podwall agent ARGS...` as a child process; its stderr (the JSON log) goes to `onLine`. The agent
+ * runs on this process's Node.js, or on $PODWALL_AGENT_NODE (to compare Node.js versions).
+ */
 export function spawnAgent(
   args: readonly string[],
   onLine: (line: Record<string, unknown>) => void,
   launch: Launch = {},
 ): ChildProcess {
-  const [cmd, ...pre] = [...(launch.prefix ?? []), process.execPath];
+  const node = process.env.PODWALL_AGENT_NODE || process.execPath;
+  const [cmd, ...pre] = [...(launch.prefix ?? []), node];
   const child = spawn(cmd, [...pre, CLI, "agent", ...args], {
     stdio: ["ignore", "ignore", "pipe"],
     env: launch.env ?? process.env,

@@ -8,6 +8,7 @@ import type {
   ContainerPort,
   Flow,
   NamespaceInfo,
+  NodeInfo,
   PodInfo,
   ProtoName,
   ProtoNum,
@@ -185,7 +186,7 @@ export const POD_IPS = [
   "fd00::ab",
 ];
 const V6_START = 25;
-const NODE_IPS = ["192.168.0.10", "192.168.0.11"];
+export const NODE_IPS = ["192.168.0.10", "192.168.0.11"];
 /** Addresses that are never pod IPs (but some fall inside policy CIDRs). */
 export const EXTERNAL_IPS = [
   "10.0.0.200",
@@ -254,7 +255,7 @@ const podIPsArb = fc.oneof(
   { weight: 1, arbitrary: fc.constant([] as string[]) },
 );
 
-const podArb: fc.Arbitrary<PodInfo> = fc
+export const podArb: fc.Arbitrary<PodInfo> = fc
   .record({
     namespace: fc.constantFrom(...NAMESPACES),
     name: fc.constantFrom(...POD_NAMES),
@@ -275,7 +276,7 @@ const podArb: fc.Arbitrary<PodInfo> = fc
         : mkPod(r.namespace, r.name, r.labels, r.ips, { phase: r.phase, ports: r.ports }),
   );
 
-const podSelectorArb = fc.oneof(
+export const podSelectorArb = fc.oneof(
   fc.constant({}),
   fc.constantFrom("web", "db", "api").map((app) => ({ matchLabels: { app } })),
   fc.constantFrom("fe", "be").map((tier) => ({ matchLabels: { app: "web", tier } })),
@@ -295,7 +296,7 @@ const podSelectorArb = fc.oneof(
   }),
 );
 
-const nsSelectorArb = fc.oneof(
+export const nsSelectorArb = fc.oneof(
   fc.constant({}),
   fc.constantFrom("red", "blue").map((team) => ({ matchLabels: { team } })),
   fc.constantFrom(...NAMESPACES).map((n) => ({ matchLabels: { "kubernetes.io/metadata.name": n } })),
@@ -388,6 +389,148 @@ export const policyArb: fc.Arbitrary<RawPolicy> = fc
     return mkPolicy(r.namespace, r.name, spec);
   });
 
+// ------------------------------------------------------------------ cluster-scoped policies, nodes
+
+const CNP_NAMES = ["c0", "c1", "c2", "c3", "c4"];
+
+/** Nodes holding the hostNetwork pods' addresses, with labels `nodes` peers select on. */
+export const nodeArb: fc.Arbitrary<NodeInfo> = fc
+  .record({
+    name: fc.constantFrom("node-1", "node-2"),
+    labels: fc.record(
+      { role: fc.constantFrom("infra", "worker"), zone: fc.constantFrom("a", "b") },
+      { requiredKeys: [] },
+    ),
+    addresses: fc.subarray([...NODE_IPS, "192.168.0.20"], { minLength: 1, maxLength: 2 }),
+  })
+  .map((r) => ({ name: r.name, labels: r.labels, addresses: r.addresses }));
+
+const cnpSubjectArb = fc.oneof(
+  nsSelectorArb.map((namespaces) => ({ namespaces })),
+  fc
+    .tuple(nsSelectorArb, podSelectorArb)
+    .map(([namespaceSelector, podSelector]) => ({ pods: { namespaceSelector, podSelector } })),
+);
+
+const cnpProtocolArb = fc.oneof(
+  fc
+    .tuple(fc.constantFrom("tcp", "udp", "sctp"), fc.constantFrom(53, 80, 81, 8080, 9090))
+    .map(([p, n]) => ({ [p]: { destinationPort: { number: n } } })),
+  fc
+    .tuple(fc.constantFrom("tcp", "udp"), fc.constantFrom(53, 79, 80), fc.constantFrom(1, 2, 1000))
+    .map(([p, start, span]) => ({ [p]: { destinationPort: { range: { start, end: start + span } } } })),
+  fc.constantFrom("http", "dns", "metrics", "nope").map((destinationNamedPort) => ({ destinationNamedPort })),
+);
+
+function cnpRuleArb(dir: "ingress" | "egress") {
+  const selPeer = fc.oneof(
+    nsSelectorArb.map((namespaces) => ({ namespaces })),
+    fc
+      .tuple(nsSelectorArb, podSelectorArb)
+      .map(([namespaceSelector, podSelector]) => ({ pods: { namespaceSelector, podSelector } })),
+  );
+  const peer =
+    dir === "ingress"
+      ? selPeer
+      : fc.oneof(
+          { weight: 3, arbitrary: selPeer },
+          {
+            weight: 1,
+            arbitrary: fc
+              .constantFrom({ matchLabels: { role: "infra" } }, {}, { matchLabels: { zone: "b" } })
+              .map((nodes) => ({ nodes })),
+          },
+          {
+            weight: 1,
+            arbitrary: fc
+              .subarray(["10.0.0.0/30", "10.1.0.0/16", "0.0.0.0/0", "fd00::/126", "192.168.0.0/24"], {
+                minLength: 1,
+              })
+              .map((networks) => ({ networks })),
+          },
+        );
+  return fc
+    .record({
+      name: fc.constantFrom(undefined, "r"),
+      action: fc.constantFrom("Accept", "Deny", "Pass"),
+      peers: fc.array(peer, { minLength: 1, maxLength: 2 }),
+      protocols: fc.option(fc.array(cnpProtocolArb, { minLength: 1, maxLength: 2 }), { nil: undefined }),
+    })
+    .map((r) => {
+      // A named port cannot go with nodes or networks peers (the API refuses it).
+      const plain = r.peers.some((p) => "nodes" in p || "networks" in p);
+      const protocols = plain ? r.protocols?.filter((p) => !("destinationNamedPort" in p)) : r.protocols;
+      const rule: Record<string, unknown> = {
+        action: r.action,
+        [dir === "ingress" ? "from" : "to"]: r.peers,
+      };
+      if (r.name) rule.name = r.name;
+      if (protocols && protocols.length > 0) rule.protocols = protocols;
+      return rule;
+    });
+}
+
+/** Random ClusterNetworkPolicies: both tiers, all actions, every peer kind; few priorities (ties). */
+export const clusterPolicyArb: fc.Arbitrary<RawPolicy> = fc
+  .record({
+    name: fc.constantFrom(...CNP_NAMES),
+    tier: fc.constantFrom("Admin", "Baseline"),
+    priority: fc.constantFrom(0, 5, 5, 10),
+    subject: cnpSubjectArb,
+    ingress: fc.option(fc.array(cnpRuleArb("ingress"), { minLength: 1, maxLength: 3 }), { nil: undefined }),
+    egress: fc.option(fc.array(cnpRuleArb("egress"), { minLength: 1, maxLength: 3 }), { nil: undefined }),
+  })
+  .map((r) => {
+    const spec: Record<string, unknown> = { tier: r.tier, priority: r.priority, subject: r.subject };
+    if (r.ingress) spec.ingress = r.ingress;
+    if (r.egress) spec.egress = r.egress;
+    return {
+      apiVersion: "policy.networking.k8s.io/v1alpha2",
+      kind: "ClusterNetworkPolicy",
+      metadata: { name: r.name },
+      spec,
+    };
+  });
+
+/** A PodInfo as the API object a plain evaluator reads. */
+export function podObject(p: PodInfo): RawPolicy {
+  const containers = [
+    {
+      name: "c",
+      ports: p.ports.map((c) => ({
+        ...(c.name ? { name: c.name } : {}),
+        containerPort: c.port,
+        protocol: c.protocol,
+      })),
+    },
+  ];
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name: p.name, namespace: p.namespace, labels: { ...p.labels } },
+    spec: { nodeName: p.nodeName, hostNetwork: p.hostNetwork, containers },
+    status: {
+      phase: p.phase,
+      podIPs: p.ips.map((ip) => ({ ip })),
+      ...(p.ips[0] ? { podIP: p.ips[0] } : {}),
+      ...(p.hostIPs ? { hostIPs: p.hostIPs.map((ip) => ({ ip })) } : {}),
+    },
+  };
+}
+
+export function namespaceObject(n: NamespaceInfo): RawPolicy {
+  return { apiVersion: "v1", kind: "Namespace", metadata: { name: n.name, labels: { ...n.labels } } };
+}
+
+export function nodeObject(n: NodeInfo): RawPolicy {
+  return {
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name: n.name, labels: { ...n.labels } },
+    status: { addresses: n.addresses.map((address) => ({ type: "InternalIP", address })) },
+  };
+}
+
 /** An event "intent": resolved against the current state into a concrete ClusterEvent. */
 export type EventIntent =
   | { kind: "pod"; pod: PodInfo }
@@ -400,7 +543,7 @@ export type EventIntent =
   | { kind: "policy"; policy: RawPolicy }
   | { kind: "policyDelete"; index: number };
 
-const nsArb = fc
+export const nsArb = fc
   .record({ name: fc.constantFrom(...NAMESPACES), labels: nsLabelsArb })
   .map((r) => mkNs(r.name, r.labels));
 

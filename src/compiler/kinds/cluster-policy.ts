@@ -116,6 +116,8 @@ interface Ctx {
   object: string;
   strict: boolean;
   notEnforced: string[];
+  /** Fail closed per rule instead of rejecting the object (see ParseOptions.salvage). */
+  salvage: boolean;
 }
 
 /** `namespaces` (a namespace selector) or `pods` (namespaceSelector AND podSelector). */
@@ -336,7 +338,28 @@ function compileRules(c: Ctx, raw: unknown, dir: "ingress" | "egress"): RuleSpec
   const f = `spec.${dir}`;
   const list = readList(raw, c.object, f, c.d.maxRules);
   if (list.length === 0) return null;
-  return list.map((r, i) => compileRule(c, r, dir, i, `${f}[${i}]`));
+  return list.map((r, i) => {
+    if (!c.salvage) return compileRule(c, r, dir, i, `${f}[${i}]`);
+    try {
+      return compileRule(c, r, dir, i, `${f}[${i}]`);
+    } catch (e) {
+      if (!(e instanceof InputError)) throw e;
+      const rawAction = isObj(r) ? own(r, "action") : undefined;
+      const action =
+        typeof rawAction === "string" && Object.hasOwn(c.d.actions, rawAction)
+          ? c.d.actions[rawAction]
+          : undefined;
+      const name = isObj(r) && typeof own(r, "name") === "string" ? (own(r, "name") as string) : "";
+      if (action === "accept") {
+        c.notEnforced.push(`${e.field}: ${e.detail}; the rule matches nothing`);
+        return { index: i, name, action, peers: [{ kind: "none", why: e.detail }], ports: null };
+      }
+      c.notEnforced.push(
+        `${e.field}: ${e.detail}; the rule denies all traffic of its subject in this direction`,
+      );
+      return { index: i, name, action: "deny", peers: null, ports: null };
+    }
+  });
 }
 
 function compileSubject(c: Ctx, raw: unknown): SelectorSpec {
@@ -353,7 +376,7 @@ function compile(raw: unknown, d: Dialect, opts: ParseOptions): PolicySpec {
   const strict = isStrict(opts);
   const meta = readObjectMeta(raw, d.info, { requireTypeMeta: strict });
   const object = `${d.kind} ${meta.name}`;
-  const c: Ctx = { d, object, strict, notEnforced: [] };
+  const c: Ctx = { d, object, strict, notEnforced: [], salvage: opts.salvage === true };
   const o = raw as Obj;
   unknownFields(o, ["apiVersion", "kind", "metadata", "spec", "status"], object, "", strict);
   const spec = own(o, "spec");

@@ -53,4 +53,4 @@ export function compilePolicyObject(kind: PolicyKind, raw: unknown, opts: ParseO
   return POLICY_KINDS[kind].compile(raw, opts);
 }
 
-export { FROM_API, FROM_MANIFEST, type ParseOptions } from "./options.js";
+export { FROM_API, FROM_MANIFEST, type ParseOptions, SALVAGE_FROM_API } from "./options.js";

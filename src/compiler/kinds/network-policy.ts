@@ -8,7 +8,7 @@
  * May not: look at pods or other policies; membership is the table's job.
  */
 import { InputError } from "../errors.js";
-import { cidrContains, type ParsedCIDR, parseLegacyCIDR } from "../ip.js";
+import { cidrContains, type ParsedCIDR, parseLegacyCIDR, unmapV4 } from "../ip.js";
 import {
   isObj,
   type KindInfo,
@@ -110,8 +110,11 @@ function compileBlock(raw: unknown, object: string, field: string, strict: boole
   if (!cidr) throw new InputError(object, `${field}.cidr`, `invalid CIDR ${JSON.stringify(rawCidr)}`);
   const excepts: ParsedCIDR[] = [];
   readList(own(raw, "except"), object, `${field}.except`).forEach((e: unknown, i: number) => {
-    const c = typeof e === "string" ? parseLegacyCIDR(e) : undefined;
+    let c = typeof e === "string" ? parseLegacyCIDR(e) : undefined;
     if (!c) throw new InputError(object, `${field}.except[${i}]`, `invalid CIDR ${JSON.stringify(e)}`);
+    // The API server reads an IPv4-mapped except (::ffff:a.b.c.d/n, n >= 96) inside an IPv4 block as
+    // the IPv4 range it maps, and stores the policy: so does podwall, or it would enforce less.
+    if (cidr.family === 4) c = unmapV4(c) ?? c;
     if (!cidrContains(cidr, c) || c.prefix <= cidr.prefix) {
       throw new InputError(
         object,
@@ -165,8 +168,37 @@ function compileRules(
   field: string,
   strict: boolean,
   notEnforced: string[],
+  salvage: boolean,
 ): RuleSpec[] {
+  if (salvage && !Array.isArray(raw) && raw !== undefined && raw !== null) {
+    notEnforced.push(`${field}: must be a list; nothing is allowed in this direction`);
+    return [
+      { index: 0, name: "", action: "accept", peers: [{ kind: "none", why: "not a list" }], ports: null },
+    ];
+  }
   return readList(raw, object, field).map((r: unknown, index: number): RuleSpec => {
+    if (!salvage) return compileRule(r, index, peerField, namespace, object, field, strict, notEnforced);
+    try {
+      return compileRule(r, index, peerField, namespace, object, field, strict, notEnforced);
+    } catch (e) {
+      if (!(e instanceof InputError)) throw e;
+      notEnforced.push(`${e.field}: ${e.detail}; the rule allows nothing`);
+      return { index, name: "", action: "accept", peers: [{ kind: "none", why: e.detail }], ports: null };
+    }
+  });
+}
+
+function compileRule(
+  r: unknown,
+  index: number,
+  peerField: "from" | "to",
+  namespace: string,
+  object: string,
+  field: string,
+  strict: boolean,
+  notEnforced: string[],
+): RuleSpec {
+  {
     const f = `${field}[${index}]`;
     const rule: RuleSpec = { index, name: "", action: "accept", peers: null, ports: null };
     if (r === null || r === undefined) return rule;
@@ -180,7 +212,7 @@ function compileRules(
       rule.peers = [{ kind: "none", why: `unknown field ${unknown.join(", ")}` }];
     }
     return rule;
-  });
+  }
 }
 
 export function compileNetworkPolicy(raw: unknown, opts: ParseOptions): PolicySpec {
@@ -208,6 +240,7 @@ export function compileNetworkPolicy(raw: unknown, opts: ParseOptions): PolicySp
     null,
     compileSelector(own(rawSpec, "podSelector"), object, "spec.podSelector"),
   );
+  const salvage = opts.salvage === true;
   const ingressRules = compileRules(
     own(rawSpec, "ingress"),
     "from",
@@ -216,6 +249,7 @@ export function compileNetworkPolicy(raw: unknown, opts: ParseOptions): PolicySp
     "spec.ingress",
     strict,
     notEnforced,
+    salvage,
   );
   const egressRules = compileRules(
     own(rawSpec, "egress"),
@@ -225,6 +259,7 @@ export function compileNetworkPolicy(raw: unknown, opts: ParseOptions): PolicySp
     "spec.egress",
     strict,
     notEnforced,
+    salvage,
   );
   const rawTypes = own(rawSpec, "policyTypes");
   let types: unknown[];
@@ -232,16 +267,22 @@ export function compileNetworkPolicy(raw: unknown, opts: ParseOptions): PolicySp
     // API defaulting: Ingress always; Egress only when egress rules are present.
     types = ["Ingress", ...(egressRules.length > 0 ? ["Egress"] : [])];
   } else {
-    types = readList(rawTypes, object, "spec.policyTypes", 2);
-    types.forEach((t: unknown, i: number) => {
-      if (t !== "Ingress" && t !== "Egress") {
-        throw new InputError(
-          object,
-          `spec.policyTypes[${i}]`,
-          `unknown policy type ${JSON.stringify(t)} (Ingress or Egress)`,
-        );
-      }
-    });
+    try {
+      types = readList(rawTypes, object, "spec.policyTypes", 2);
+      types.forEach((t: unknown, i: number) => {
+        if (t !== "Ingress" && t !== "Egress") {
+          throw new InputError(
+            object,
+            `spec.policyTypes[${i}]`,
+            `unknown policy type ${JSON.stringify(t)} (Ingress or Egress)`,
+          );
+        }
+      });
+    } catch (e) {
+      if (!salvage || !(e instanceof InputError)) throw e;
+      notEnforced.push(`${e.field}: ${e.detail}; the policy isolates both directions`);
+      types = ["Ingress", "Egress"];
+    }
   }
   const base = {
     tier: "namespaced" as const,

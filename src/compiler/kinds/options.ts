@@ -10,10 +10,19 @@
  */
 export interface ParseOptions {
   source: "manifest" | "api";
+  /**
+   * For an object the API server stored but podwall cannot compile: instead of rejecting it whole,
+   * each rule that does not compile fails closed as the policy APIs prescribe (an accept rule allows
+   * nothing; a deny or pass rule, or one whose action cannot be read, denies everything it covers),
+   * so podwall never enforces less than the object the cluster holds. Its metadata and subject must
+   * still be readable: guessing whom a policy covers is never safe.
+   */
+  salvage?: boolean;
 }
 
 export const FROM_MANIFEST: ParseOptions = { source: "manifest" };
 export const FROM_API: ParseOptions = { source: "api" };
+export const SALVAGE_FROM_API: ParseOptions = { source: "api", salvage: true };
 
 export function isStrict(o: ParseOptions): boolean {
   return o.source === "manifest";
