@@ -868,101 +868,10 @@ export function syntheticCluster(podCount: number, policyCount: number, seed = 1
   return { namespaces, pods, policies, deployments };
 }
 
-// ------------------------------------------------------------------ ClusterNetworkPolicies (v1alpha2)
-
-const CNP_NAMES = ["cnp0", "cnp1", "cnp2", "cnp3"];
+// ------------------------------------------------------------------ nodes for diff property tests
 
 /** Nodes for random clusters: their addresses are the ones hostNetwork pods of podArb take. */
 export const RANDOM_NODES = [
   { name: "node-1", labels: { role: "infra" }, addresses: [NODE_IPS[0]] },
   { name: "node-2", labels: { role: "worker" }, addresses: [NODE_IPS[1]] },
 ];
-
-const cnpProtocolArb = fc.oneof(
-  fc
-    .tuple(fc.constantFrom("tcp", "udp", "sctp"), fc.constantFrom(53, 80, 81, 8080, 9090))
-    .map(([p, n]) => ({ [p]: { destinationPort: { number: n } } })),
-  fc
-    .tuple(fc.constantFrom("tcp", "udp"), fc.constantFrom(53, 79, 80), fc.constantFrom(1, 10, 2000))
-    .map(([p, start, span]) => ({ [p]: { destinationPort: { range: { start, end: start + span } } } })),
-  fc.constantFrom("http", "dns", "metrics").map((name) => ({ destinationNamedPort: name })),
-);
-
-const cnpSelPeerArb = fc.oneof(
-  nsSelectorArb.map((namespaces) => ({ namespaces })),
-  fc
-    .tuple(nsSelectorArb, podSelectorArb)
-    .map(([namespaceSelector, podSelector]) => ({ pods: { namespaceSelector, podSelector } })),
-);
-
-const cnpNetworksArb = fc
-  .subarray(["10.0.0.0/24", "10.1.0.0/16", "0.0.0.0/0", "fd00::/64", "192.168.0.0/24", "10.0.0.5/32"], {
-    minLength: 1,
-    maxLength: 2,
-  })
-  .map((networks) => ({ networks }));
-
-const cnpNodesArb = fc
-  .constantFrom({}, { matchLabels: { role: "infra" } }, { matchLabels: { role: "worker" } })
-  .map((nodes) => ({ nodes }));
-
-function cnpRuleArb(dir: "ingress" | "egress", tier: "Admin" | "Baseline") {
-  const actions = tier === "Admin" ? ["Accept", "Deny", "Pass"] : ["Accept", "Deny", "Pass"];
-  const peer =
-    dir === "ingress"
-      ? cnpSelPeerArb
-      : fc.oneof(
-          { weight: 3, arbitrary: cnpSelPeerArb },
-          { weight: 1, arbitrary: cnpNetworksArb },
-          { weight: 1, arbitrary: cnpNodesArb },
-        );
-  return fc
-    .record({
-      name: fc.constantFrom(undefined, "r-a", "r-b"),
-      action: fc.constantFrom(...actions),
-      peers: fc.array(peer, { minLength: 1, maxLength: 2 }),
-      protocols: fc.option(fc.array(cnpProtocolArb, { minLength: 1, maxLength: 2 }), { nil: undefined }),
-    })
-    .map((r) => {
-      let protocols = r.protocols;
-      // The API forbids named ports next to nodes/networks peers: drop the named ones there.
-      if (protocols && r.peers.some((p) => "nodes" in p || "networks" in p)) {
-        protocols = protocols.filter((p) => !("destinationNamedPort" in p));
-        if (protocols.length === 0) protocols = undefined;
-      }
-      return {
-        ...(r.name ? { name: r.name } : {}),
-        action: r.action,
-        [dir === "ingress" ? "from" : "to"]: r.peers,
-        ...(protocols ? { protocols } : {}),
-      };
-    });
-}
-
-/** A valid ClusterNetworkPolicy: either tier, priorities that tie, every action and peer kind. */
-export const clusterPolicyArb: fc.Arbitrary<RawPolicy> = fc
-  .record({
-    name: fc.constantFrom(...CNP_NAMES),
-    tier: fc.constantFrom("Admin" as const, "Baseline" as const),
-    priority: fc.constantFrom(0, 1, 1, 5),
-    subject: cnpSelPeerArb,
-  })
-  .chain((h) =>
-    fc
-      .record({
-        ingress: fc.array(cnpRuleArb("ingress", h.tier), { maxLength: 3 }),
-        egress: fc.array(cnpRuleArb("egress", h.tier), { maxLength: 3 }),
-      })
-      .map((r) => ({
-        apiVersion: "policy.networking.k8s.io/v1alpha2",
-        kind: "ClusterNetworkPolicy",
-        metadata: { name: h.name },
-        spec: {
-          tier: h.tier,
-          priority: h.priority,
-          subject: h.subject,
-          ...(r.ingress.length ? { ingress: r.ingress } : {}),
-          ...(r.egress.length ? { egress: r.egress } : {}),
-        },
-      })),
-  );
