@@ -1,12 +1,13 @@
 /**
- * cli/simulate, cli/explain: the offline commands over manifests: the truth table of every pod pair,
- * and one flow's decision path in words.
+ * cli/simulate, cli/explain: the offline commands over manifests or a live cluster (read once): the
+ * truth table of every pod pair (as a table, JSON or an HTML page), and one flow's decision path in
+ * words.
  *
  * Owns: argument handling and output formats. Both answer from the same compiled table and engine
  * the dataplanes use. May not: touch the kernel.
  */
 import type { Command } from "commander";
-import { loadManifestFiles, type ManifestSet, tableFromManifests } from "../agent/sources/manifests.js";
+import { tableFromManifests } from "../agent/sources/manifests.js";
 import { explainFlow } from "../compiler/explain.js";
 import { canonicalIP } from "../compiler/ip.js";
 import {
@@ -19,6 +20,8 @@ import {
 } from "../compiler/matrix.js";
 import { PROTO, podKey } from "../compiler/model.js";
 import { action, collect, UsageError } from "./errors.js";
+import { addInputOptions, loadInput } from "./input.js";
+import { simulateHtml } from "./report-html.js";
 
 export function parsePorts(list: readonly string[] | undefined): PortProto[] | undefined {
   if (!list || list.length === 0) return undefined;
@@ -29,31 +32,31 @@ export function parsePorts(list: readonly string[] | undefined): PortProto[] | u
   });
 }
 
-export function loadForCli(files: readonly string[] | undefined): ManifestSet {
-  if (!files || files.length === 0) throw new UsageError("give at least one manifest with -f PATH");
-  const set = loadManifestFiles(files);
-  for (const w of set.warnings) process.stderr.write(`podwall: warning: ${w}\n`);
-  return set;
-}
-
 export function registerSimulate(program: Command): void {
-  program
-    .command("simulate")
-    .description("print the allowed/denied truth table for every ordered pod pair, from manifests")
-    .requiredOption("-f, --file <path>", "manifest file or directory (repeatable)", collect)
+  addInputOptions(
+    program
+      .command("simulate")
+      .description(
+        "print the allowed/denied truth table for every ordered pod pair, from manifests or a live cluster",
+      ),
+  )
     .option(
       "--port <port/proto>",
       "port to check, e.g. 80/TCP (repeatable; default: every declared container port)",
       collect,
     )
-    .option("-o, --output <format>", "table or json", "table")
+    .option("-o, --output <format>", "table, json or html", "table")
     .action(
-      action((opts: { file: string[]; port?: string[]; output: string }) => {
-        if (opts.output !== "table" && opts.output !== "json")
-          throw new UsageError(`-o must be table or json, not ${opts.output}`);
-        const set = loadForCli(opts.file);
+      action(async (opts: { file?: string[]; kubeconfig?: string; port?: string[]; output: string }) => {
+        if (!["table", "json", "html"].includes(opts.output))
+          throw new UsageError(`-o must be table, json or html, not ${opts.output}`);
+        const set = await loadInput(opts);
         const ports = parsePorts(opts.port) ?? declaredPorts(set.pods);
         const table = tableFromManifests(set);
+        if (opts.output === "html") {
+          process.stdout.write(simulateHtml({ table, pods: set.pods }, ports));
+          return;
+        }
         const m = computeMatrix(table, set.pods, ports);
         process.stdout.write(opts.output === "json" ? `${JSON.stringify(m)}\n` : formatMatrix(m));
       }),
@@ -61,46 +64,61 @@ export function registerSimulate(program: Command): void {
 }
 
 export function registerExplain(program: Command): void {
-  program
-    .command("explain")
-    .description("explain the decision for one flow: which policies isolate each side, which rule allows it")
-    .requiredOption("-f, --file <path>", "manifest file or directory (repeatable)", collect)
+  addInputOptions(
+    program
+      .command("explain")
+      .description(
+        "explain the decision for one flow: which policies isolate each side, which rule allows it",
+      ),
+  )
     .requiredOption("--from <pod|ip>", "source: ns/pod or an IP address")
     .requiredOption("--to <pod|ip>", "destination: ns/pod or an IP address")
     .option("--port <port/proto>", "destination port", "80/TCP")
     .option("-o, --output <format>", "text or json", "text")
     .action(
-      action((opts: { file: string[]; from: string; to: string; port: string; output: string }) => {
-        const set = loadForCli(opts.file);
-        const table = tableFromManifests(set);
-        const pp = parsePortProto(opts.port);
-        if (typeof pp === "string") throw new UsageError(`--port: ${pp}`);
-        const byKey = new Map(set.pods.map((p) => [podKey(p), p]));
-        const resolve = (s: string, flag: string) => {
-          const ip = canonicalIP(s);
-          if (ip) return { ip };
-          const pod = byKey.get(s.includes("/") ? s : `default/${s}`);
-          if (!pod) throw new UsageError(`${flag}: ${s} is neither an IP address nor a pod in the manifests`);
-          if (pod.ips.length === 0) throw new UsageError(`${flag}: pod ${s} has no status.podIP`);
-          return { pod };
-        };
-        const a = resolve(opts.from, "--from");
-        const b = resolve(opts.to, "--to");
-        let src = a.ip;
-        let dst = b.ip;
-        if (a.pod && b.pod) {
-          const addr = pairAddresses(a.pod, b.pod);
-          if (!addr) throw new UsageError("the two pods share no address family");
-          ({ src, dst } = addr);
-        } else {
-          src ??= a.pod!.ips[0];
-          dst ??= b.pod!.ips[0];
-        }
-        const flow = { src: src!, dst: dst!, proto: PROTO[pp.protocol], port: pp.port };
-        const { verdict, text } = explainFlow(table, flow);
-        process.stdout.write(
-          opts.output === "json" ? `${JSON.stringify({ flow, ...verdict })}\n` : `${text}\n`,
-        );
-      }),
+      action(
+        async (opts: {
+          file?: string[];
+          kubeconfig?: string;
+          from: string;
+          to: string;
+          port: string;
+          output: string;
+        }) => {
+          const set = await loadInput(opts);
+          const table = tableFromManifests(set);
+          const pp = parsePortProto(opts.port);
+          if (typeof pp === "string") throw new UsageError(`--port: ${pp}`);
+          const byKey = new Map(set.pods.map((p) => [podKey(p), p]));
+          const resolve = (s: string, flag: string) => {
+            const ip = canonicalIP(s);
+            if (ip) return { ip };
+            const pod = byKey.get(s.includes("/") ? s : `default/${s}`);
+            if (!pod)
+              throw new UsageError(
+                `${flag}: ${s} is neither an IP address nor a pod in the ${opts.kubeconfig ? "cluster" : "manifests"}`,
+              );
+            if (pod.ips.length === 0) throw new UsageError(`${flag}: pod ${s} has no status.podIP`);
+            return { pod };
+          };
+          const a = resolve(opts.from, "--from");
+          const b = resolve(opts.to, "--to");
+          let src = a.ip;
+          let dst = b.ip;
+          if (a.pod && b.pod) {
+            const addr = pairAddresses(a.pod, b.pod);
+            if (!addr) throw new UsageError("the two pods share no address family");
+            ({ src, dst } = addr);
+          } else {
+            src ??= a.pod!.ips[0];
+            dst ??= b.pod!.ips[0];
+          }
+          const flow = { src: src!, dst: dst!, proto: PROTO[pp.protocol], port: pp.port };
+          const { verdict, text } = explainFlow(table, flow);
+          process.stdout.write(
+            opts.output === "json" ? `${JSON.stringify({ flow, ...verdict })}\n` : `${text}\n`,
+          );
+        },
+      ),
     );
 }

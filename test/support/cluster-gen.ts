@@ -217,6 +217,9 @@ const POD_PORTS: ContainerPort[] = [
 /** Ports flows probe: every declared number, range edges, and a few nobody declares. */
 export const FLOW_PORTS = [53, 79, 80, 81, 82, 443, 8080, 8081, 9090, 9091, 1234, 65535];
 
+/** A pod's container ports, as podArb draws them. */
+export const podPortsArb: fc.Arbitrary<ContainerPort[]> = fc.subarray(POD_PORTS, { maxLength: 4 });
+
 const podLabelsArb: fc.Arbitrary<Record<string, string>> = fc.record(
   {
     app: fc.constantFrom("web", "db", "api"),
@@ -864,3 +867,11 @@ export function syntheticCluster(podCount: number, policyCount: number, seed = 1
   }
   return { namespaces, pods, policies, deployments };
 }
+
+// ------------------------------------------------------------------ nodes for diff property tests
+
+/** Nodes for random clusters: their addresses are the ones hostNetwork pods of podArb take. */
+export const RANDOM_NODES = [
+  { name: "node-1", labels: { role: "infra" }, addresses: [NODE_IPS[0]] },
+  { name: "node-2", labels: { role: "worker" }, addresses: [NODE_IPS[1]] },
+];

@@ -196,11 +196,19 @@ export class KindStream implements WatchOwner {
         this.listApplied = true;
         if (this.absent) {
           this.absent = false;
-          this.ctx.log?.info({ kind: this.kind }, `${this.kind} is served now (its CRD was installed); watching it`);
+          this.ctx.log?.info(
+            { kind: this.kind },
+            `${this.kind} is served now (its CRD was installed); watching it`,
+          );
         }
         return out;
       } catch (e) {
-        if (this.handler.optional && e instanceof HttpStatusError && e.statusCode === 404 && !this.scope.stopped) {
+        if (
+          this.handler.optional &&
+          e instanceof HttpStatusError &&
+          e.statusCode === 404 &&
+          !this.scope.stopped
+        ) {
           // Not served (its CRD is not installed): an empty kind, and a note the first time.
           if (!this.absent)
             this.ctx.log?.info(

@@ -64,9 +64,11 @@ export class StreamWatch extends Watch {
     if (absentPoll !== undefined) {
       // Return at once (ListWatch's start() waits for this call), then look again later: a
       // synthetic 410 makes ListWatch relist, and the list tells whether the kind is served now.
-      void scope.sleep(absentPoll).then(() =>
-        done(scope.stopped ? null : errorFromStatus(410, { message: "kind not served; looking again" })),
-      );
+      void scope
+        .sleep(absentPoll)
+        .then(() =>
+          done(scope.stopped ? null : errorFromStatus(410, { message: "kind not served; looking again" })),
+        );
       return controller;
     }
     const pause = owner.pauseMs();

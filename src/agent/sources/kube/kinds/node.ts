@@ -4,8 +4,9 @@
  * object is logged).
  * May not: keep anything else of a Node (images, conditions: memory).
  */
-import { nodeFromK8s } from "../../../../compiler/normalize.js";
+
 import type { NodeInfo } from "../../../../compiler/model.js";
+import { nodeFromK8s } from "../../../../compiler/normalize.js";
 import type { KindHandler } from "../kind.js";
 
 export const nodeKind: KindHandler = {
