@@ -4,19 +4,30 @@
  *
  *   npx tsx bench/compiler.ts [--json] [--quick]
  *
- * --quick runs only the smallest cluster; --json prints one JSON object as the last line.
+ * --quick runs only the smallest clusters (with and without ClusterNetworkPolicies); --json prints
+ * one JSON object as the last line.
  * Latencies are process.hrtime.bigint() around the single table/engine call (timer overhead, ~40 ns
  * here, is included). Heap is measured after a forced GC (global.gc, or one obtained via v8 flags).
  */
+import { isIP } from "node:net";
 import { performance } from "node:perf_hooks";
 import v8 from "node:v8";
 import vm from "node:vm";
 import { decide } from "../src/compiler/engine.js";
-import type { Flow, PodInfo, ProtoNum } from "../src/compiler/model.js";
+import { type Flow, type PodInfo, PROTO_NAMES, type ProtoNum } from "../src/compiler/model.js";
 import { PolicyTable } from "../src/compiler/table.js";
 import { VerdictCache } from "../src/compiler/verdict-cache.js";
-import { mkPod, rng, type SyntheticCluster, syntheticCluster } from "../test/support/cluster-gen.js";
+import {
+  mkPod,
+  namespaceObject,
+  nodeObject,
+  podObject,
+  rng,
+  type SyntheticCluster,
+  syntheticCluster,
+} from "../test/support/cluster-gen.js";
 import { plainDecide } from "../test/support/plain-evaluator.js";
+import { type Protocol, TieredReference } from "../test/support/tiered-reference.js";
 
 const args = new Set(process.argv.slice(2));
 const JSON_OUT = args.has("--json");
@@ -25,6 +36,8 @@ const QUICK = args.has("--quick");
 interface Size {
   pods: number;
   policies: number;
+  /** ClusterNetworkPolicies (both tiers, every action); the baseline is then the tiered reference. */
+  clusterPolicies?: number;
   /** Plain-evaluator samples: it walks every pod and policy per call. */
   plainSamples: number;
 }
@@ -32,6 +45,7 @@ interface Size {
 const SIZES: Size[] = [
   { pods: 1_000, policies: 100, plainSamples: 3_000 },
   { pods: 10_000, policies: 1_000, plainSamples: 400 },
+  { pods: 10_000, policies: 1_000, clusterPolicies: 100, plainSamples: 300 },
   { pods: 50_000, policies: 5_000, plainSamples: 60 },
 ];
 
@@ -43,6 +57,8 @@ const CACHED_SECONDS = 1;
 export interface ClusterResult {
   pods: number;
   policies: number;
+  /** ClusterNetworkPolicies in the cluster (0: NetworkPolicies only). */
+  clusterPolicies: number;
   compileMs: number;
   podEventP50Us: number;
   podEventP99Us: number;
@@ -115,6 +131,7 @@ function log(msg: string): void {
 function build(c: SyntheticCluster): PolicyTable {
   const t = new PolicyTable();
   for (const ns of c.namespaces) t.upsertNamespace(ns);
+  for (const n of c.nodes) t.upsertNode(n);
   for (const p of c.pods) t.upsertPod(p);
   for (const pol of c.policies) t.upsertPolicy(pol);
   return t;
@@ -165,8 +182,9 @@ function makeFlows(c: SyntheticCluster, n: number, seed: number): Flow[] {
 // ------------------------------------------------------------------ one cluster
 
 async function runCluster(size: Size, seed: number): Promise<ClusterResult> {
-  log(`\n== ${size.pods} pods / ${size.policies} policies`);
-  const c = syntheticCluster(size.pods, size.policies, seed);
+  const cnps = size.clusterPolicies ?? 0;
+  log(`\n== ${size.pods} pods / ${size.policies} policies / ${cnps} cluster policies`);
+  const c = syntheticCluster(size.pods, size.policies, seed, cnps);
   const rand = rng(seed * 7 + 1);
   const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)];
 
@@ -276,15 +294,38 @@ async function runCluster(size: Size, seed: number): Promise<ClusterResult> {
   for (let i = 0; i < UNCACHED_SAMPLES; i++) decide(table, flows[i % flows.length]);
   const uncachedLoopUs = Number(process.hrtime.bigint() - l0) / 1000 / UNCACHED_SAMPLES;
 
-  // Plain evaluator on the same flows (fewer samples), and agreement with the engine.
-  const cluster = { pods: c.pods, namespaces: c.namespaces, policies: c.policies };
+  // Plain evaluator on the same flows (fewer samples), and agreement with the engine. With cluster
+  // policies it is the plain tiered reference (test/support/tiered-reference.ts).
+  const cluster = { pods: c.pods, namespaces: c.namespaces, policies: c.policies, nodes: c.nodes };
+  const reference =
+    cnps > 0
+      ? new TieredReference([
+          ...c.namespaces.map(namespaceObject),
+          ...c.nodes.map(nodeObject),
+          ...c.pods.map(podObject),
+          ...c.policies,
+        ])
+      : undefined;
   const plain: number[] = [];
   let plainMismatches = 0;
   for (let i = 0; i < size.plainSamples; i++) {
     const f = flows[i % flows.length];
+    const e = decide(table, f);
+    if (reference) {
+      if (isIP(f.src) !== isIP(f.dst)) continue;
+      let r: ReturnType<TieredReference["decide"]> | undefined;
+      const flow = { from: f.src, to: f.dst, protocol: PROTO_NAMES[f.proto] as Protocol, port: f.port };
+      plain.push(timeUs(() => (r = reference.decide(flow))));
+      if (
+        r!.allowed !== e.allowed ||
+        r!.ingress.allowed !== (e.ingress.result !== "denied") ||
+        r!.egress.allowed !== (e.egress.result !== "denied")
+      )
+        plainMismatches++;
+      continue;
+    }
     let v: ReturnType<typeof plainDecide> | undefined;
     plain.push(timeUs(() => (v = plainDecide(cluster, f))));
-    const e = decide(table, f);
     if (v!.allowed !== e.allowed || v!.ingress !== e.ingress.result || v!.egress !== e.egress.result) {
       plainMismatches++;
     }
@@ -298,6 +339,7 @@ async function runCluster(size: Size, seed: number): Promise<ClusterResult> {
   return {
     pods: size.pods,
     policies: size.policies,
+    clusterPolicies: cnps,
     compileMs: round(compileMs, 1),
     podEventP50Us: round(pct(addSamples, 50)),
     podEventP99Us: round(pct(addSamples, 99)),
@@ -362,7 +404,13 @@ function fmt(v: number): string {
 }
 
 function table(results: ClusterResult[]): string {
-  const head = ["metric", ...results.map((r) => `${r.pods / 1000}k pods/${r.policies} pol`)];
+  const head = [
+    "metric",
+    ...results.map(
+      (r) =>
+        `${r.pods / 1000}k pods/${r.policies} pol${r.clusterPolicies ? `/${r.clusterPolicies} cnp` : ""}`,
+    ),
+  ];
   const rows = ROWS.map(([k, label, unit]) => [
     `${label}${unit ? ` (${unit})` : ""}`,
     ...results.map((r) => fmt(r[k] as number)),
@@ -375,11 +423,14 @@ function table(results: ClusterResult[]): string {
 
 function goals(results: ClusterResult[]): string[] {
   const out: string[] = [];
-  const r10 = results.find((r) => r.pods === 10_000);
   const check = (ok: boolean, text: string) => out.push(`${ok ? "PASS" : "MISS"}  ${text}`);
-  if (r10) check(r10.compileMs < 1000, `10k pods/1k policies compile < 1 s (${r10.compileMs} ms)`);
+  for (const r of results.filter((x) => x.pods === 10_000))
+    check(
+      r.compileMs < 1000,
+      `10k pods/1k policies${r.clusterPolicies ? `/${r.clusterPolicies} cluster policies` : ""} compile < 1 s (${r.compileMs} ms)`,
+    );
   for (const r of results) {
-    const tag = `${r.pods / 1000}k`;
+    const tag = `${r.pods / 1000}k${r.clusterPolicies ? `+${r.clusterPolicies}cnp` : ""}`;
     check(r.podEventP99Us < 1000, `${tag}: pod event p99 < 1 ms (${r.podEventP99Us} us)`);
     check(r.cachedLookupsPerSec >= 5e6, `${tag}: warm lookups >= 5M/s (${fmt(r.cachedLookupsPerSec)})`);
     check(r.uncachedP99Us < 10, `${tag}: uncached p99 < 10 us (${r.uncachedP99Us} us)`);
@@ -411,7 +462,9 @@ async function main(): Promise<void> {
   if (!gc) log("note: no GC access; heap figures are approximate");
   // Warm the JIT on a small cluster so the first measured compile is not a cold-start number.
   build(syntheticCluster(1_000, 100, 99));
-  const sizes = QUICK ? SIZES.slice(0, 1) : SIZES;
+  const sizes = QUICK
+    ? [SIZES[0], { pods: 1_000, policies: 100, clusterPolicies: 12, plainSamples: 500 }]
+    : SIZES;
   const results: ClusterResult[] = [];
   const started = performance.now();
   for (const [i, size] of sizes.entries()) results.push(await runCluster(size, i + 1));

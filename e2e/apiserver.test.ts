@@ -12,8 +12,8 @@
  * The API server double (test/support/apiserver-double.ts) stays for what a real server cannot be
  * made to do on demand: cut a watch mid-stream, send a bookmark at a chosen moment.
  */
-import type { ChildProcess } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { type ChildProcess, execFile } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -25,9 +25,19 @@ import { freePort, spawnInClusterAgent, tearDown, until } from "../test/support/
 import { type KObj, KubeControlPlane } from "../test/support/kube-control-plane.js";
 import { deployDocs, missingFields } from "./support/deploy-docs.js";
 import { manifestSet } from "./support/harness.js";
-import { IP, type Obj, policy, sel, xyzModel } from "./support/model.js";
+import { IP, ns, type Obj, pod, policy, sel, xyzModel } from "./support/model.js";
 
 const LAB = `kap${process.pid.toString(36)}`.slice(0, 12);
+const CLI = join(import.meta.dirname, "..", "dist", "cli", "main.js");
+
+/** The podwall command in a child process (asynchronously: this process keeps serving nothing, but waits). */
+function podwall(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { encoding: "utf8", maxBuffer: 16 << 20 }, (e, out, err) =>
+      resolve({ code: e ? ((e as { code?: number }).code ?? null) : 0, out, err }),
+    );
+  });
+}
 const TCP80 = { port: 80, protocol: "TCP" as const };
 const SA = { namespace: "podwall-system", name: "podwall" };
 
@@ -35,6 +45,8 @@ let cp: KubeControlPlane;
 let lab: LabState;
 let agent: ChildProcess | undefined;
 let logs: Record<string, unknown>[] = [];
+/** Every log line of every agent this file started (`logs` is reset between steps). */
+const everyLog: Record<string, unknown>[] = [];
 let token = "";
 let saDir = "";
 let metricsPort = 0;
@@ -70,8 +82,11 @@ function startAgent(serviceAccountDir = saDir): ChildProcess {
     port: cp.apiPort,
     lab: LAB,
     metricsPort,
-    extra: ["--resync-seconds", "30", "--batch-delay-ms", "10"],
-    onLine: (l) => logs.push(l),
+    extra: ["--resync-seconds", "30", "--batch-delay-ms", "10", "--crd-poll-seconds", "1"],
+    onLine: (l) => {
+      logs.push(l);
+      everyLog.push(l);
+    },
   });
 }
 
@@ -426,9 +441,33 @@ describe("podwall against a real kube-apiserver and etcd", () => {
       expect(await until(() => reach("x/a", ["y", "b"]), 5000)).toBe(true);
     }, 90_000);
 
-    // Once the agent watches the network-policy-api kinds: start it, then installCrds() and
-    // create a ClusterNetworkPolicy; the agent must pick the kind up and enforce it.
-    it.todo("picks up the CRDs installed after it started");
+    it("says once that the ClusterNetworkPolicy CRDs are missing, and picks them up when installed", async () => {
+      // Once per agent start (this agent and the one before it were started without the CRDs).
+      const notServed = everyLog.filter((l) =>
+        String(l.msg).startsWith("ClusterNetworkPolicy is not served by the API server"),
+      );
+      expect(notServed.length).toBeGreaterThanOrEqual(1);
+      expect(notServed.length).toBeLessThanOrEqual(
+        everyLog.filter((l) => l.msg === "kube source starting").length,
+      );
+      expect(await reach("y/a", ["x", "a"])).toBe(true);
+      await installCrds();
+      const guard = cnp("guard-x-from-y", {
+        tier: "Admin",
+        priority: 10,
+        subject: { namespaces: sel({ ns: "x" }) },
+        ingress: [{ name: "no-y", action: "Deny", from: [{ namespaces: sel({ ns: "y" }) }] }],
+      });
+      expect((await cp.create(guard)).status).toBe(201);
+      try {
+        expect(await until(async () => !(await reach("y/a", ["x", "a"])), 15_000)).toBe(true);
+        expect(await reach("z/a", ["x", "a"])).toBe(true);
+        expect(logs.some((l) => String(l.msg).startsWith("ClusterNetworkPolicy is served now"))).toBe(true);
+      } finally {
+        await cp.delete(guard);
+      }
+      expect(await until(() => reach("y/a", ["x", "a"]), 10_000)).toBe(true);
+    }, 60_000);
   });
 
   describe("deploy/", () => {
@@ -557,6 +596,79 @@ describe("podwall against a real kube-apiserver and etcd", () => {
       const fields = ((r.body.details?.causes ?? []) as { field: string }[]).map((c) => c.field);
       expect(fields).toContain(field.replace(/\[\d+\]/g, ""));
     });
+  });
+
+  describe("simulate, explain and diff --kubeconfig, as the agent's (list-only) ServiceAccount", () => {
+    const guard = cnp("diff-guard", {
+      tier: "Admin",
+      priority: 7,
+      subject: { namespaces: sel({ ns: "diffns" }) },
+      ingress: [{ name: "no-z", action: "Deny", from: [{ namespaces: sel({ ns: "z" }) }] }],
+    });
+    const diffns = [
+      ns("diffns", { ns: "diffns" }),
+      pod("diffns", "a", ["10.78.0.10"], { pod: "a" }, [{ name: "http", containerPort: 80 }]),
+      pod("diffns", "b", ["10.78.0.11"], { pod: "b" }, [{ name: "http", containerPort: 80 }]),
+    ];
+
+    afterAll(async () => {
+      await cp.delete(guard).catch(() => undefined);
+      for (const o of diffns.slice(1)) await cp.delete(o as KObj).catch(() => undefined);
+    });
+
+    it("read the live cluster: a what-if names exactly the cells the policy would close", async () => {
+      await cp.apply(diffns[0] as KObj);
+      for (const o of diffns.slice(1)) await createPod(o as KObj);
+      await cp.apply(guard);
+      const dir = mkdtempSync(join(tmpdir(), "podwall-diff-"));
+      const kc = cp.writeKubeconfig(join(dir, "kubeconfig"), token);
+      const onlyA = join(dir, "only-a.yaml");
+      writeFileSync(
+        onlyA,
+        JSON.stringify(
+          policy("diffns", "only-a", {
+            podSelector: sel({ pod: "b" }),
+            ingress: [{ from: [{ podSelector: sel({ pod: "a" }) }] }],
+          }),
+        ),
+      );
+      const before = await podwall("simulate", "--kubeconfig", kc, "--port", "80/TCP", "-o", "json");
+      expect(before.code, before.err).toBe(0);
+      const cells = JSON.parse(before.out).results as { from: string; to: string; allowed: boolean }[];
+      // The Admin guard keeps z out of diffns; x and y get in (nothing else in the cluster isolates them).
+      const into = (from: string) => cells.find((c) => c.from === from && c.to === "diffns/b")?.allowed;
+      expect(["z/a", "z/b", "z/c"].map(into)).toEqual([false, false, false]);
+      expect(["x/a", "y/c", "diffns/a"].map(into)).toEqual([true, true, true]);
+      const d = await podwall("diff", "--kubeconfig", kc, "--apply", onlyA, "--port", "80/TCP", "-o", "json");
+      expect(d.code, d.err).toBe(1);
+      const out = JSON.parse(d.out);
+      // Closed: every cell into diffns/b that was open, except from diffns/a (now allowed by only-a)
+      // and diffns/b itself (a pod talking to itself); nothing else.
+      const want = cells
+        .filter((c) => c.to === "diffns/b" && c.allowed && c.from !== "diffns/a" && c.from !== "diffns/b")
+        .map((c) => c.from)
+        .sort();
+      expect(want).toEqual(expect.arrayContaining(["x/a", "x/b", "x/c", "y/a", "y/b", "y/c"]));
+      expect(out.changes.map((c: { from: string }) => c.from).sort()).toEqual(want);
+      expect(out).toMatchObject({ opened: 0, closed: want.length, podsAdded: [], podsRemoved: [] });
+      for (const c of out.changes) {
+        expect(c).toMatchObject({ to: "diffns/b", port: 80, protocol: "TCP", before: true, after: false });
+        expect(c.reasonAfter).toContain("NetworkPolicy default deny (isolated by diffns/only-a)");
+      }
+      const ex = await podwall(
+        "explain",
+        "--kubeconfig",
+        kc,
+        "--from",
+        "z/a",
+        "--to",
+        "diffns/b",
+        "--port",
+        "80/TCP",
+      );
+      expect(ex.code, ex.err).toBe(0);
+      expect(ex.out).toContain("ClusterNetworkPolicy diff-guard (Admin, priority 7), ingress rule 0 'no-z'");
+    }, 120_000);
   });
 });
 

@@ -8,6 +8,8 @@ export DEBIAN_FRONTEND=noninteractive
 # unshare, setpriv and flock.)
 PKGS=(iptables ipset conntrack iproute2 libnetfilter-queue1 libnetfilter-conntrack3 libnetfilter-log1 python3 socat iperf3
   netcat-openbsd procps gcc libc6-dev util-linux mount)
+# chromium and a font render the HTML reports in the browser test.
+PKGS+=(chromium fonts-liberation)
 # promtool checks and unit-tests the alert rules in deploy/; Debian ships it in the prometheus package.
 command -v promtool >/dev/null 2>&1 || PKGS+=(prometheus)
 # The real control plane of e2e/apiserver.test.ts: etcd, and what builds kube-apiserver from

@@ -167,6 +167,7 @@ export class Agent {
           kubeconfigPath: o.kubeconfig,
           nodeName: o.nodeName,
           logger: this.log,
+          absentPollMs: o.crdPollSeconds * 1000,
         });
     this.liveness.start();
     this.statusTimer = setInterval(() => this.exportSourceStatus(), 2000);

@@ -55,6 +55,8 @@ export interface AgentOptions {
   revokeEstablished?: boolean;
   /** --source: larger manifest files are rejected unread. */
   sourceMaxFileBytes?: number;
+  /** How often a policy kind whose CRD is not installed is looked for again. */
+  crdPollSeconds: number;
 }
 
 /** Every default the agent has; `queueThreads` is per machine (one per CPU, at most 8). */
@@ -78,6 +80,7 @@ export const AGENT_DEFAULTS = {
   cniWaitSeconds: 30,
   revokeEstablished: false,
   sourceMaxFileBytes: DEFAULT_MAX_FILE_BYTES,
+  crdPollSeconds: 30,
 } as const satisfies Partial<AgentOptions>;
 
 /** Options with every unset field at its default. */

@@ -95,6 +95,11 @@ export function registerAgent(program: Command): void {
       "how long a CNI ADD may wait for its pod to be known and programmed",
       String(D.cniWaitSeconds),
     )
+    .option(
+      "--crd-poll-seconds <s>",
+      "how often to look again for a ClusterNetworkPolicy kind whose CRD is not installed",
+      String(D.crdPollSeconds),
+    )
     .option("--log-level <level>", "trace, debug, info, warn or error", D.logLevel)
     .action(
       action(async (o: Record<string, string | boolean | string[] | undefined>) => {
@@ -133,6 +138,7 @@ export function registerAgent(program: Command): void {
             revokeEstablished: !!o.revokeEstablished,
             cniWaitSeconds: positive("--cni-wait-seconds", o.cniWaitSeconds as string),
             sourceMaxFileBytes: positive("--source-max-file-bytes", o.sourceMaxFileBytes as string),
+            crdPollSeconds: positive("--crd-poll-seconds", o.crdPollSeconds as string),
           }),
         );
         let stopping = false;

@@ -12,8 +12,8 @@ import { loadLab } from "../dataplane/lab/lab.js";
 import { DEFAULT_QUEUE_NUM } from "../dataplane/nfqueue/defaults.js";
 import { type LocalPod, renderNode, restoreTexts, shortHash } from "../dataplane/render.js";
 import { action, collect, UsageError } from "./errors.js";
+import { loadForCli } from "./input.js";
 import { parseQueueOptions, queueRenderOptions } from "./queue-options.js";
-import { loadForCli } from "./simulate.js";
 
 export function registerDataplane(program: Command): void {
   program

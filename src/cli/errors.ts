@@ -1,18 +1,26 @@
 /**
  * cli/errors: turning failures into one clear line and an exit code, never a stack trace.
  *
- * Owns: exit codes (2 = bad input or usage, 1 = the operation failed, e.g. a kernel command).
+ * Owns: exit codes (2 = bad input or usage, or a cluster that could not be read; 1 = the operation
+ * failed, e.g. a kernel command). `podwall diff` uses 1 for "something changes", so nothing that
+ * goes wrong while reading its input may exit 1.
  * May not: swallow errors silently; PODWALL_DEBUG=1 adds the stack for developers.
  */
 
+import { ClusterReadError } from "../agent/sources/cluster-snapshot.js";
 import { ManifestError } from "../agent/sources/manifests.js";
 import { InputError } from "../compiler/errors.js";
 import { CommandError } from "../dataplane/exec.js";
 
 export class UsageError extends Error {}
 
-function exitCodeFor(e: unknown): number {
-  return e instanceof ManifestError || e instanceof InputError || e instanceof UsageError ? 2 : 1;
+export function exitCodeFor(e: unknown): number {
+  return e instanceof ManifestError ||
+    e instanceof InputError ||
+    e instanceof UsageError ||
+    e instanceof ClusterReadError
+    ? 2
+    : 1;
 }
 
 export function action<A extends unknown[]>(

@@ -18,7 +18,8 @@ import { LAB_STATE_DIR as STATE_DIR } from "../dataplane/lab/state.js";
 import { DEFAULT_QUEUE_NUM } from "../dataplane/nfqueue/defaults.js";
 import { type PolicyVerdictLoop, startPolicyVerdictLoop } from "../dataplane/nfqueue/policy-loop.js";
 import { action, collect, UsageError } from "./errors.js";
-import { loadForCli, parsePorts } from "./simulate.js";
+import { loadForCli } from "./input.js";
+import { parsePorts } from "./simulate.js";
 
 function rememberManifests(name: string, files: readonly string[]): void {
   mkdirSync(STATE_DIR, { recursive: true });

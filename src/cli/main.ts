@@ -8,6 +8,7 @@ import { registerAgent } from "./agent.js";
 import { registerCni } from "./cni.js";
 import { registerDataplane } from "./dataplane.js";
 import { registerDemo } from "./demo.js";
+import { registerDiff } from "./diff.js";
 import { registerLab } from "./lab.js";
 import { registerExplain, registerSimulate } from "./simulate.js";
 
@@ -23,6 +24,7 @@ program
   });
 registerSimulate(program);
 registerExplain(program);
+registerDiff(program);
 registerDataplane(program);
 registerLab(program);
 registerAgent(program);

@@ -1,6 +1,7 @@
 /**
- * cli/simulate, cli/explain: the offline commands over manifests: the truth table of every pod pair,
- * and one flow's decision path in words.
+ * cli/simulate, cli/explain: the offline commands over manifests or a live cluster (read once): the
+ * truth table of every pod pair (as a table, JSON or an HTML page), and one flow's decision path in
+ * words.
  *
  * Owns: argument handling and output formats. Both answer from the same compiled table and engine
  * the dataplanes use. Audit policies (podwall.io/enforcement: audit) are shown: simulate marks the
@@ -8,7 +9,7 @@
  * verdicts as if they were enforced. May not: touch the kernel.
  */
 import type { Command } from "commander";
-import { loadManifestFiles, type ManifestSet, tableFromManifests } from "../agent/sources/manifests.js";
+import { tableFromManifests } from "../agent/sources/manifests.js";
 import { withAudit } from "../compiler/audit.js";
 import { auditPoliciesOn, explainFlow } from "../compiler/explain.js";
 import { canonicalIP } from "../compiler/ip.js";
@@ -24,6 +25,8 @@ import { PROTO, podKey } from "../compiler/model.js";
 import { policyDisplay } from "../compiler/rule-model.js";
 import type { PolicyTable } from "../compiler/table.js";
 import { action, collect, UsageError } from "./errors.js";
+import { addInputOptions, loadInput } from "./input.js";
+import { simulateHtml } from "./report-html.js";
 
 export function parsePorts(list: readonly string[] | undefined): PortProto[] | undefined {
   if (!list || list.length === 0) return undefined;
@@ -34,58 +37,69 @@ export function parsePorts(list: readonly string[] | undefined): PortProto[] | u
   });
 }
 
-export function loadForCli(files: readonly string[] | undefined): ManifestSet {
-  if (!files || files.length === 0) throw new UsageError("give at least one manifest with -f PATH");
-  const set = loadManifestFiles(files);
-  for (const w of set.warnings) process.stderr.write(`podwall: warning: ${w}\n`);
-  return set;
-}
-
 export function registerSimulate(program: Command): void {
-  program
-    .command("simulate")
-    .description("print the allowed/denied truth table for every ordered pod pair, from manifests")
-    .requiredOption("-f, --file <path>", "manifest file or directory (repeatable)", collect)
+  addInputOptions(
+    program
+      .command("simulate")
+      .description(
+        "print the allowed/denied truth table for every ordered pod pair, from manifests or a live cluster",
+      ),
+  )
     .option(
       "--port <port/proto>",
       "port to check, e.g. 80/TCP (repeatable; default: every declared container port)",
       collect,
     )
-    .option("-o, --output <format>", "table or json", "table")
+    .option("-o, --output <format>", "table, json or html", "table")
     .option(
       "--with-audit",
       "judge with audit policies (podwall.io/enforcement: audit) in force, as if enforced",
     )
     .action(
-      action((opts: { file: string[]; port?: string[]; output: string; withAudit?: boolean }) => {
-        if (opts.output !== "table" && opts.output !== "json")
-          throw new UsageError(`-o must be table or json, not ${opts.output}`);
-        const set = loadForCli(opts.file);
-        const ports = parsePorts(opts.port) ?? declaredPorts(set.pods);
-        const table = tableFromManifests(set);
-        const audit = auditPolicies(table);
-        const m = computeMatrix(
-          table,
-          set.pods,
-          ports,
-          opts.withAudit ? { pick: withAudit } : audit.length ? { auditPick: withAudit } : {},
-        );
-        const out = audit.length ? { ...m, audit, withAudit: !!opts.withAudit } : m;
-        const head = audit.length
-          ? `audit policies (evaluated, not enforced${opts.withAudit ? "; here in force, as if enforced" : ""}): ${audit.join(", ")}\n\n`
-          : "";
-        process.stdout.write(
-          opts.output === "json" ? `${JSON.stringify(out)}\n` : `${head}${formatMatrix(m)}`,
-        );
-      }),
+      action(
+        async (opts: {
+          file?: string[];
+          kubeconfig?: string;
+          port?: string[];
+          output: string;
+          withAudit?: boolean;
+        }) => {
+          if (!["table", "json", "html"].includes(opts.output))
+            throw new UsageError(`-o must be table, json or html, not ${opts.output}`);
+          const set = await loadInput(opts);
+          const ports = parsePorts(opts.port) ?? declaredPorts(set.pods);
+          const table = tableFromManifests(set);
+          if (opts.output === "html") {
+            process.stdout.write(simulateHtml({ table, pods: set.pods }, ports));
+            return;
+          }
+          const audit = auditPolicies(table);
+          const m = computeMatrix(
+            table,
+            set.pods,
+            ports,
+            opts.withAudit ? { pick: withAudit } : audit.length ? { auditPick: withAudit } : {},
+          );
+          const out = audit.length ? { ...m, audit, withAudit: !!opts.withAudit } : m;
+          const head = audit.length
+            ? `audit policies (evaluated, not enforced${opts.withAudit ? "; here in force, as if enforced" : ""}): ${audit.join(", ")}\n\n`
+            : "";
+          process.stdout.write(
+            opts.output === "json" ? `${JSON.stringify(out)}\n` : `${head}${formatMatrix(m)}`,
+          );
+        },
+      ),
     );
 }
 
 export function registerExplain(program: Command): void {
-  program
-    .command("explain")
-    .description("explain the decision for one flow: which policies isolate each side, which rule allows it")
-    .requiredOption("-f, --file <path>", "manifest file or directory (repeatable)", collect)
+  addInputOptions(
+    program
+      .command("explain")
+      .description(
+        "explain the decision for one flow: which policies isolate each side, which rule allows it",
+      ),
+  )
     .requiredOption("--from <pod|ip>", "source: ns/pod or an IP address")
     .requiredOption("--to <pod|ip>", "destination: ns/pod or an IP address")
     .option("--port <port/proto>", "destination port", "80/TCP")
@@ -96,15 +110,16 @@ export function registerExplain(program: Command): void {
     )
     .action(
       action(
-        (opts: {
-          file: string[];
+        async (opts: {
+          file?: string[];
+          kubeconfig?: string;
           from: string;
           to: string;
           port: string;
           output: string;
           withAudit?: boolean;
         }) => {
-          const set = loadForCli(opts.file);
+          const set = await loadInput(opts);
           const table = tableFromManifests(set);
           const pp = parsePortProto(opts.port);
           if (typeof pp === "string") throw new UsageError(`--port: ${pp}`);
@@ -114,7 +129,9 @@ export function registerExplain(program: Command): void {
             if (ip) return { ip };
             const pod = byKey.get(s.includes("/") ? s : `default/${s}`);
             if (!pod)
-              throw new UsageError(`${flag}: ${s} is neither an IP address nor a pod in the manifests`);
+              throw new UsageError(
+                `${flag}: ${s} is neither an IP address nor a pod in the ${opts.kubeconfig ? "cluster" : "manifests"}`,
+              );
             if (pod.ips.length === 0) throw new UsageError(`${flag}: pod ${s} has no status.podIP`);
             return { pod };
           };

@@ -126,6 +126,11 @@ export class DomainIndex {
     return had;
   }
 
+  /** Has `pod` learned any name (so its egress verdicts may differ from its identity's)? */
+  hasLearned(pod: string): boolean {
+    return this.learned.has(pod);
+  }
+
   /** Earliest expiry of anything learned, or Infinity. */
   get earliestExpiry(): number {
     return this.nextExpiry;

@@ -347,6 +347,11 @@ function decideSide(
 export type PlanPicker = (src: DecisionSource, identityId: number, dir: Direction) => PlanView;
 const enforced: PlanPicker = (src, id, dir) => src.planById(id, dir);
 
+/** A connection needs both: egress allowed at the source AND ingress allowed at the destination. */
+export function bothAllow(egress: DirectionVerdict, ingress: DirectionVerdict): boolean {
+  return egress.result !== "denied" && ingress.result !== "denied";
+}
+
 export function decide(src: DecisionSource, flow: Flow, pick: PlanPicker = enforced): Verdict {
   const s = src.endpoint(flow.src);
   const d = src.endpoint(flow.dst);
@@ -389,7 +394,7 @@ export function decide(src: DecisionSource, flow: Flow, pick: PlanPicker = enfor
   // The pod's own node may always reach it (kubelet probes); checked only when policy said no.
   if (ingress.result === "denied" && src.isNodeAddress(flow.src, d!.node)) ingress = NODE_EXEMPT;
   return {
-    allowed: egress.result !== "denied" && ingress.result !== "denied",
+    allowed: bothAllow(egress, ingress),
     ingress,
     egress,
     src: s?.key,

@@ -6,9 +6,9 @@
  * none does), the baseline tier, the default; and saying when equal priorities made the choice.
  * Audit policies (podwall.io/enforcement: audit) are named, with what they would change; with
  * `withAudit` the walk is the one they would make if enforced.
+ * Also the one-line summary of a verdict (`summarizeVerdict`) that `podwall diff` prints per cell.
  * May not: decide anything itself: it replays the engine's own tier matching over the same table.
  */
-
 import { withAudit as auditPicker } from "./audit.js";
 import {
   type DecisionSource,
@@ -303,4 +303,24 @@ export function describeRuleRef(
   if (!v.by) return v.policies.join(", ");
   const kind = kindOfKey(v.by.policy);
   return `${kind} ${v.by.policy} ${ruleName(table, v.by.policy, dir, v.by.rule)} (${v.by.action})`;
+}
+
+/** One side of a verdict in a few words: the tier, policy, rule and action that decided, or why none did. */
+export function summarizeSide(table: PolicyTable, v: DirectionVerdict, dir: Direction): string {
+  if (v.exempt === "node") return `${dir} allowed: the destination's own node may always reach it`;
+  if (v.result === "not-isolated") return `${dir} not isolated`;
+  const verb = v.result === "allowed" ? "allowed" : "denied";
+  if (!v.by) return `${dir} denied: NetworkPolicy default deny (isolated by ${v.policies.join(", ")})`;
+  const by = v.by;
+  const action = v.tier === "namespaced" ? "" : ` (${by.action})`;
+  return `${dir} ${verb} by ${polName(table, by.policy)}, ${ruleName(table, by.policy, dir, by.rule)}${action}`;
+}
+
+/**
+ * A verdict in one line, for `podwall diff`: "denied: egress not isolated; ingress denied: NetworkPolicy
+ * default deny (isolated by shop/default-deny)". Both sides are named, egress (at the source) first.
+ */
+export function summarizeVerdict(table: PolicyTable, v: Verdict): string {
+  if (v.loopback) return "allowed: a pod talking to its own address is never filtered";
+  return `${v.allowed ? "allowed" : "denied"}: ${summarizeSide(table, v.egress, "egress")}; ${summarizeSide(table, v.ingress, "ingress")}`;
 }

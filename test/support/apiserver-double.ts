@@ -2,7 +2,9 @@
  * apiserver-double: a fake kube-apiserver for tests, speaking the real HTTP/JSON wire protocol.
  *
  * Owns: GET/LIST/WATCH of Pods, Namespaces, Nodes (core/v1) and NetworkPolicies (networking.k8s.io/v1),
- * cluster-wide and per namespace; one global, monotonic resourceVersion; a bounded event history
+ * cluster-wide and per namespace, and with `policyApi: true` the cluster-scoped policy.networking.k8s.io
+ * kinds (ClusterNetworkPolicy v1alpha2, AdminNetworkPolicy and BaselineAdminNetworkPolicy v1alpha1;
+ * without it their paths answer 404, as a server without the CRDs does); one global, monotonic resourceVersion; a bounded event history
  * (watch from an RV older than the window -> 200 + ERROR event with a 410 Expired Status, then the
  * stream ends, like the watch cache); chunked lists (limit/continue, consistent snapshots, 410 for an
  * expired continue token); `fieldSelector` on the fields the real server supports for these kinds
@@ -21,7 +23,14 @@ import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-export type DoubleKind = "Pod" | "Namespace" | "Node" | "NetworkPolicy";
+export type DoubleKind =
+  | "Pod"
+  | "Namespace"
+  | "Node"
+  | "NetworkPolicy"
+  | "ClusterNetworkPolicy"
+  | "AdminNetworkPolicy"
+  | "BaselineAdminNetworkPolicy";
 export type EventType = "ADDED" | "MODIFIED" | "DELETED";
 
 // biome-ignore lint/suspicious/noExplicitAny: API objects are free-form JSON
@@ -36,7 +45,19 @@ interface ResourceDef {
   namespaced: boolean;
   /** Field labels the real server accepts in fieldSelector for this resource. */
   fields: Set<string>;
+  /** Served only with the policyApi option (a CRD). */
+  crd?: boolean;
 }
+
+const policyApiDef = (kind: DoubleKind, plural: string, version: string): ResourceDef => ({
+  kind,
+  plural,
+  apiVersion: `policy.networking.k8s.io/${version}`,
+  prefix: `/apis/policy.networking.k8s.io/${version}`,
+  namespaced: false,
+  fields: new Set(["metadata.name"]),
+  crd: true,
+});
 
 const RESOURCES: ResourceDef[] = [
   {
@@ -82,6 +103,9 @@ const RESOURCES: ResourceDef[] = [
     namespaced: true,
     fields: new Set(["metadata.name", "metadata.namespace"]),
   },
+  policyApiDef("ClusterNetworkPolicy", "clusternetworkpolicies", "v1alpha2"),
+  policyApiDef("AdminNetworkPolicy", "adminnetworkpolicies", "v1alpha1"),
+  policyApiDef("BaselineAdminNetworkPolicy", "baselineadminnetworkpolicies", "v1alpha1"),
 ];
 const BY_KIND = new Map(RESOURCES.map((r) => [r.kind, r]));
 
@@ -124,6 +148,8 @@ export interface ApiServerDoubleOptions {
   minRequestTimeoutSeconds?: number;
   /** First resourceVersion handed out is this + 1. */
   initialResourceVersion?: number;
+  /** Serve the policy.networking.k8s.io kinds (their CRDs are installed). Default false: 404. */
+  policyApi?: boolean;
 }
 
 function statusBody(code: number, reason: string, message: string, details?: KObj): KObj {
@@ -185,8 +211,10 @@ export class ApiServerDouble {
   private listenPort = 0;
   private readonly historyLimit: number;
   private readonly minRequestTimeout: number;
+  private readonly policyApi: boolean;
 
   constructor(opts: ApiServerDoubleOptions = {}) {
+    this.policyApi = opts.policyApi ?? false;
     this.historyLimit = opts.historyLimit ?? 10_000;
     this.minRequestTimeout = opts.minRequestTimeoutSeconds ?? 1800;
     this.rv = opts.initialResourceVersion ?? 1000;
@@ -530,7 +558,7 @@ export class ApiServerDouble {
       }
     }
     const def = RESOURCES.find((r) => r.prefix === prefix && r.plural === plural);
-    if (!def || (namespace !== null && !def.namespaced)) {
+    if (!def || (namespace !== null && !def.namespaced) || (def.crd && !this.policyApi)) {
       this.notFound(res);
       return;
     }

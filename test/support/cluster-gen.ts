@@ -217,6 +217,9 @@ const POD_PORTS: ContainerPort[] = [
 /** Ports flows probe: every declared number, range edges, and a few nobody declares. */
 export const FLOW_PORTS = [53, 79, 80, 81, 82, 443, 8080, 8081, 9090, 9091, 1234, 65535];
 
+/** A pod's container ports, as podArb draws them. */
+export const podPortsArb: fc.Arbitrary<ContainerPort[]> = fc.subarray(POD_PORTS, { maxLength: 4 });
+
 const podLabelsArb: fc.Arbitrary<Record<string, string>> = fc.record(
   {
     app: fc.constantFrom("web", "db", "api"),
@@ -671,6 +674,8 @@ export interface SyntheticCluster {
   namespaces: NamespaceInfo[];
   pods: PodInfo[];
   policies: RawPolicy[];
+  /** Nodes (labels and addresses) for `nodes` peers. */
+  nodes: NodeInfo[];
   /** Deployments (namespace + template labels) so benchmarks can add realistic replicas. */
   deployments: { namespace: string; labels: Record<string, string>; ports: ContainerPort[] }[];
 }
@@ -697,7 +702,12 @@ function v4(n: number): string {
  * (replicas share app/tier/version/pod-template-hash), 10% of pods are dual-stack, a few pods are
  * Succeeded jobs. Policies rotate through realistic shapes until `policies` exist.
  */
-export function syntheticCluster(podCount: number, policyCount: number, seed = 1): SyntheticCluster {
+export function syntheticCluster(
+  podCount: number,
+  policyCount: number,
+  seed = 1,
+  clusterPolicyCount = 0,
+): SyntheticCluster {
   const rand = rng(seed);
   const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)];
   const nsCount = Math.max(1, Math.round(podCount / 100));
@@ -862,5 +872,126 @@ export function syntheticCluster(podCount: number, policyCount: number, seed = 1
     const ns = namespaces[k % nsCount].name;
     policies.push(shapes[Math.floor(k / nsCount) % shapes.length](ns, k));
   }
-  return { namespaces, pods, policies, deployments };
+  const nodes: NodeInfo[] = Array.from({ length: 50 }, (_, i) => ({
+    name: `node-${i}`,
+    labels: { role: i < 5 ? "infra" : "worker", zone: `z${i % 3}` },
+    addresses: [`172.20.${i >> 8}.${i & 255}`],
+  }));
+  const clusterPolicies = syntheticClusterPolicies(clusterPolicyCount, namespaces.length, teams, rand);
+  return { namespaces, pods, policies: [...policies, ...clusterPolicies], deployments, nodes };
 }
+
+/**
+ * ClusterNetworkPolicies of realistic shapes, both tiers, every action, mixed peers (namespaces by
+ * label, pods, nodes, networks) and protocols, rotating until `count` exist; priorities spread with
+ * some ties.
+ */
+function syntheticClusterPolicies(
+  count: number,
+  nsCount: number,
+  teams: string[],
+  rand: () => number,
+): RawPolicy[] {
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)];
+  const nsName = (k: number) => ({ matchLabels: { "kubernetes.io/metadata.name": `ns-${k % nsCount}` } });
+  const cnp = (name: string, tier: string, priority: number, spec: Record<string, unknown>): RawPolicy => ({
+    apiVersion: "policy.networking.k8s.io/v1alpha2",
+    kind: "ClusterNetworkPolicy",
+    metadata: { name },
+    spec: { tier, priority, ...spec },
+  });
+  const tcp = (n: number) => ({ tcp: { destinationPort: { number: n } } });
+  const shapes: ((k: number) => RawPolicy)[] = [
+    (k) =>
+      cnp(`prod-no-dev-${k}`, "Admin", 10 + (k % 50), {
+        subject: { namespaces: { matchLabels: { env: "prod", team: pick(teams) } } },
+        ingress: [
+          { name: "no-dev", action: "Deny", from: [{ namespaces: { matchLabels: { env: "dev" } } }] },
+        ],
+      }),
+    (k) =>
+      cnp(`monitoring-in-${k}`, "Admin", 5, {
+        subject: { namespaces: nsName(k) },
+        ingress: [
+          {
+            name: "scrape",
+            action: "Accept",
+            from: [
+              {
+                pods: {
+                  namespaceSelector: { matchLabels: { team: "platform" } },
+                  podSelector: { matchLabels: { app: "worker" } },
+                },
+              },
+            ],
+            protocols: [{ destinationNamedPort: "metrics" }, tcp(9100)],
+          },
+        ],
+      }),
+    (k) =>
+      cnp(`team-pass-${k}`, "Admin", 100 + (k % 20), {
+        subject: { namespaces: { matchLabels: { team: pick(teams) } } },
+        egress: [
+          { name: "own-team", action: "Pass", to: [{ namespaces: { matchLabels: { team: pick(teams) } } }] },
+          {
+            name: "metadata",
+            action: "Deny",
+            to: [{ networks: ["169.254.169.254/32", "fd00:ec2::254/128"] }],
+          },
+        ],
+      }),
+    (k) =>
+      cnp(`kubelet-${k}`, "Admin", 20, {
+        subject: { pods: { namespaceSelector: {}, podSelector: { matchLabels: { tier: "infra" } } } },
+        egress: [
+          {
+            name: "to-kubelet",
+            action: "Accept",
+            to: [{ nodes: { matchLabels: { role: "infra" } } }],
+            protocols: [tcp(10250)],
+          },
+        ],
+      }),
+    (k) =>
+      cnp(`baseline-deny-${k}`, "Baseline", k % 30, {
+        subject: { namespaces: nsName(k * 7) },
+        ingress: [
+          {
+            name: "same-team",
+            action: "Accept",
+            from: [{ namespaces: { matchLabels: { team: pick(teams) } } }],
+          },
+          { name: "rest", action: "Deny", from: [{ namespaces: {} }] },
+        ],
+      }),
+    (k) =>
+      cnp(`baseline-dns-${k}`, "Baseline", 50, {
+        subject: { namespaces: { matchLabels: { env: pick(["prod", "staging", "dev"]) } } },
+        egress: [
+          {
+            name: "dns",
+            action: "Accept",
+            to: [{ pods: { namespaceSelector: nsName(0), podSelector: { matchLabels: { app: "dns" } } } }],
+            protocols: [{ udp: { destinationPort: { number: 53 } } }, tcp(53)],
+          },
+          {
+            name: "egress-range",
+            action: "Pass",
+            to: [{ networks: ["10.0.0.0/8"] }],
+            protocols: [{ tcp: { destinationPort: { range: { start: 8000, end: 8999 } } } }],
+          },
+        ],
+      }),
+  ];
+  const out: RawPolicy[] = [];
+  for (let k = 0; k < count; k++) out.push(shapes[k % shapes.length](k));
+  return out;
+}
+
+// ------------------------------------------------------------------ nodes for diff property tests
+
+/** Nodes for random clusters: their addresses are the ones hostNetwork pods of podArb take. */
+export const RANDOM_NODES = [
+  { name: "node-1", labels: { role: "infra" }, addresses: [NODE_IPS[0]] },
+  { name: "node-2", labels: { role: "worker" }, addresses: [NODE_IPS[1]] },
+];

@@ -1,6 +1,6 @@
 /**
- * kube-source: the Kubernetes API server as the cluster (informers on Pods, Namespaces,
- * NetworkPolicies and this node's Node object).
+ * kube-source: the Kubernetes API server as the cluster (informers on Namespaces, Nodes, Pods,
+ * NetworkPolicies, and the policy.networking.k8s.io kinds where their CRDs are installed).
  *
  * Owns: the kubeconfig, one stream per watched kind (kube/stream.ts), the "every kind listed" moment
  * (sink.synced), aggregate status and shutdown. Objects are converted the moment they are parsed and
@@ -54,6 +54,8 @@ export interface KubeSourceOptions {
   listPageSize?: number;
   /** Timeout for one list page or for watch response headers (default 60 s). */
   requestTimeoutMs?: number;
+  /** How often a policy kind whose CRD is not installed is looked for again (default 30 s). */
+  absentPollMs?: number;
 }
 
 export interface KubeSourceStatus extends SourceStatus {
@@ -94,6 +96,7 @@ export class KubeSource implements ClusterSource {
       watchTimeoutSeconds: o.watchTimeoutSeconds ?? 300,
       listPageSize: o.listPageSize ?? 500,
       requestTimeoutMs: o.requestTimeoutMs ?? 60_000,
+      absentPollMs: o.absentPollMs ?? 30_000,
       onEvent: o.onEvent,
     };
     this.streams = WATCHED_KINDS.map(

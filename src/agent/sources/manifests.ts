@@ -17,7 +17,12 @@ import { join } from "node:path";
 import { LineCounter, parseAllDocuments } from "yaml";
 import { InputError } from "../../compiler/errors.js";
 import { isObj, type Obj } from "../../compiler/k8s-meta.js";
-import { compilePolicyObject, FROM_MANIFEST, isPolicyKind } from "../../compiler/kinds/index.js";
+import {
+  compilePolicyObject,
+  FROM_MANIFEST,
+  isPolicyKind,
+  type ParseOptions,
+} from "../../compiler/kinds/index.js";
 import type { NamespaceInfo, NodeInfo, PodInfo } from "../../compiler/model.js";
 import { namespaceFromK8s, nodeFromK8s, podFromK8s } from "../../compiler/normalize.js";
 import type { PolicyKind } from "../../compiler/rule-model.js";
@@ -40,6 +45,8 @@ export interface ManifestPolicy {
   namespace: string;
   name: string;
   obj: Obj;
+  /** How it is compiled: as a manifest (the default, strict) or as an API server's object (FROM_API). */
+  parse?: ParseOptions;
 }
 
 export interface ManifestSet {
@@ -276,6 +283,6 @@ export function tableFromManifests(set: ManifestSet): PolicyTable {
   for (const ns of set.namespaces) table.upsertNamespace(ns);
   for (const node of set.nodes) table.upsertNode(node);
   for (const pod of set.pods) table.upsertPod(pod);
-  for (const pol of set.policies) table.upsertPolicy(pol.obj, FROM_MANIFEST, pol.kind);
+  for (const pol of set.policies) table.upsertPolicy(pol.obj, pol.parse ?? FROM_MANIFEST, pol.kind);
   return table;
 }

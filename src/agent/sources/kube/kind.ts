@@ -44,6 +44,11 @@ export interface KindHandler {
   /** Collection path, e.g. /api/v1/pods. */
   path: string;
   fieldSelector?(ctx: KindContext): string;
+  /**
+   * Served only where a CRD is installed: "not found" means an empty kind (logged once), looked for
+   * again every little while, and picked up when it appears.
+   */
+  optional?: boolean;
   /** The value the cache keeps; thrown errors and returned Errors reject the object. Optional: identity only. */
   convert?(raw: unknown): unknown;
   upsert(ctx: KindContext, value: unknown, id: ObjectIdentity): void;

@@ -33,6 +33,8 @@ export interface StreamSettings {
   requestTimeoutMs: number;
   /** Every informer event, before it reaches the sink (metrics). */
   onEvent?: (kind: KindHandler["kind"], type: KubeEventType) => void;
+  /** How often an optional kind that is not served is looked for again. */
+  absentPollMs: number;
 }
 
 interface ListResult {
@@ -54,6 +56,8 @@ export class KindStream implements WatchOwner {
   private idleWatches = 0;
   private retry: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  /** An optional kind whose last list found it not served (its CRD is not installed). */
+  absent = false;
 
   constructor(
     kc: KubeConfig,
@@ -149,6 +153,8 @@ export class KindStream implements WatchOwner {
       this.idleWatches++;
     }
     const expired = err instanceof HttpStatusError && err.statusCode === 410;
+    // A kind that went away (its CRD deleted): relist, which finds it absent.
+    if (this.handler.optional && err instanceof HttpStatusError && err.statusCode === 404) return;
     // Other errors reach ListWatch's 'error' and are counted and logged by failed().
     if (err && !expired) return;
     this.restarts++;
@@ -156,6 +162,10 @@ export class KindStream implements WatchOwner {
       { kind: this.kind, restarts: this.restarts, expired },
       expired ? `${this.kind} watch expired (410); relisting` : `${this.kind} watch ended; resuming`,
     );
+  }
+
+  absentPollMs(): number | undefined {
+    return this.absent ? this.settings.absentPollMs : undefined;
   }
 
   /** ListWatch re-watches at once; after a run of short, empty watches we pause first. */
@@ -184,8 +194,33 @@ export class KindStream implements WatchOwner {
         this.healthy = true;
         this.failures = 0;
         this.listApplied = true;
+        if (this.absent) {
+          this.absent = false;
+          this.ctx.log?.info(
+            { kind: this.kind },
+            `${this.kind} is served now (its CRD was installed); watching it`,
+          );
+        }
         return out;
       } catch (e) {
+        if (
+          this.handler.optional &&
+          e instanceof HttpStatusError &&
+          e.statusCode === 404 &&
+          !this.scope.stopped
+        ) {
+          // Not served (its CRD is not installed): an empty kind, and a note the first time.
+          if (!this.absent)
+            this.ctx.log?.info(
+              { kind: this.kind, path: this.handler.path },
+              `${this.kind} is not served by the API server (its CRD is not installed); podwall picks it up when it appears`,
+            );
+          this.absent = true;
+          this.healthy = true;
+          this.failures = 0;
+          this.listApplied = true;
+          return { metadata: { resourceVersion: "" }, items: [] };
+        }
         // An expired continue token: the snapshot is gone, start the list over (a few times).
         if (e instanceof HttpStatusError && e.statusCode === 410 && attempt < 3 && !this.scope.stopped)
           continue;

@@ -20,6 +20,11 @@ export interface WatchOwner {
   opening(): void;
   /** Pause before this watch (after a run of short, empty ones). */
   pauseMs(): number;
+  /**
+   * The kind is not served (its CRD is not installed): instead of a watch, wait this long and ask
+   * for a relist (to find out whether it is served now).
+   */
+  absentPollMs(): number | undefined;
   params(): { timeoutSeconds: number; requestTimeoutMs: number };
   connected(): void;
   /** A watch that was open ended (cleanly or not). */
@@ -55,6 +60,17 @@ export class StreamWatch extends Watch {
       return controller;
     }
     owner.opening();
+    const absentPoll = owner.absentPollMs();
+    if (absentPoll !== undefined) {
+      // Return at once (ListWatch's start() waits for this call), then look again later: a
+      // synthetic 410 makes ListWatch relist, and the list tells whether the kind is served now.
+      void scope
+        .sleep(absentPoll)
+        .then(() =>
+          done(scope.stopped ? null : errorFromStatus(410, { message: "kind not served; looking again" })),
+        );
+      return controller;
+    }
     const pause = owner.pauseMs();
     if (pause > 0) await scope.sleep(pause);
     if (scope.stopped) {
