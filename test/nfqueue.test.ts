@@ -275,13 +275,49 @@ describe("NFQUEUE verdict loop in a netns", () => {
     expect(results).toEqual([true, true, true, true, false, false, false, false]);
   });
 
-  it("reports denied packets with their 5-tuple", async () => {
+  it("reports denied packets with their 5-tuple and the decider's report of its own verdict", async () => {
     denies.length = 0;
     await Promise.all([probe("tcp", B4, 8080, 41001), probe("udp", B6, 5353, 41002)]);
     const v4 = await waitFor("IPv4 deny event", () => denies.find((e) => e.srcPort === 41001));
-    expect(v4).toEqual({ type: "deny", src: A4, dst: B4, proto: 6, dport: 8080, srcPort: 41001 });
+    const report = { verdict: "deny" };
+    expect(v4).toEqual({
+      type: "deny",
+      event: "deny",
+      report,
+      src: A4,
+      dst: B4,
+      proto: 6,
+      dport: 8080,
+      srcPort: 41001,
+    });
     const v6 = await waitFor("IPv6 deny event", () => denies.find((e) => e.srcPort === 41002));
-    expect(v6).toEqual({ type: "deny", src: A6, dst: B6, proto: 17, dport: 5353, srcPort: 41002 });
+    expect(v6).toEqual({
+      type: "deny",
+      event: "deny",
+      report,
+      src: A6,
+      dst: B6,
+      proto: 17,
+      dport: 5353,
+      srcPort: 41002,
+    });
+  });
+
+  it("accepts a packet the decider marks as an audit deny, and reports it", async () => {
+    loop!.setTable({ ...DEFAULT_TABLE, audit: [80] });
+    await loop!.tableSynced();
+    try {
+      denies.length = 0;
+      expect(await probe("tcp", B4, 80, 41003)).toBe(true);
+      const e = await waitFor("audit event", () => denies.find((x) => x.srcPort === 41003));
+      expect(e).toMatchObject({ event: "audit-deny", report: { verdict: "audit" }, dport: 80, src: A4 });
+      // Only the connection's first packet is queued: one event.
+      await new Promise((r) => setTimeout(r, 200));
+      expect(denies.filter((x) => x.srcPort === 41003)).toHaveLength(1);
+    } finally {
+      loop!.setTable(DEFAULT_TABLE);
+      await loop!.tableSynced();
+    }
   });
 
   it("counts verdicts by result and protocol, with a latency histogram", async () => {

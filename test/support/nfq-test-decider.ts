@@ -4,7 +4,8 @@
  * The table lists allowed TCP and UDP destination ports (default-allow TCP/80, UDP/53 in the tests);
  * everything else is denied. `throwOnPort` makes the decider throw, to test the default verdict.
  * `throwOnBuild` makes the factory reject the table, to test that the previous table stays.
- * `spinUs` slows every verdict down, to fill the kernel queue.
+ * `spinUs` slows every verdict down, to fill the kernel queue. TCP ports in `audit` are allowed and
+ * reported as audit denies; `reportOf` says which verdict a reported packet got.
  */
 export interface TestTable {
   tcp: number[];
@@ -13,6 +14,8 @@ export interface TestTable {
   throwOnBuild?: boolean;
   /** Busy-wait this long per packet, to overload the queue on purpose. */
   spinUs?: number;
+  /** Allowed TCP ports reported as audit denies. */
+  audit?: number[];
 }
 
 let decisions = 0;
@@ -26,6 +29,12 @@ export function drainCounters(): { decisions: number } {
 
 const ALLOW = { allowed: true };
 const DENY = { allowed: false };
+const AUDIT = { allowed: true, audit: true };
+
+/** Optional decider-module export: what a reported (dropped or audit) decision says. */
+export function reportOf(r: { allowed: boolean; audit?: unknown }): { verdict: string } {
+  return { verdict: r.audit ? "audit" : r.allowed ? "allow" : "deny" };
+}
 
 export function createDecider(table: unknown): (
   src: string,
@@ -34,6 +43,7 @@ export function createDecider(table: unknown): (
   dport: number,
 ) => {
   allowed: boolean;
+  audit?: boolean;
 } {
   const t = table as TestTable;
   if (!t || !Array.isArray(t.tcp) || !Array.isArray(t.udp))
@@ -41,6 +51,7 @@ export function createDecider(table: unknown): (
   if (t.throwOnBuild) throw new Error("table refused (test)");
   const tcp = new Set(t.tcp);
   const udp = new Set(t.udp);
+  const audit = new Set(t.audit ?? []);
   const boom = t.throwOnPort ?? -1;
   const spinMs = (t.spinUs ?? 0) / 1000;
   return (_src, _dst, proto, dport) => {
@@ -50,7 +61,7 @@ export function createDecider(table: unknown): (
       const end = performance.now() + spinMs;
       while (performance.now() < end) {}
     }
-    if (proto === 6) return tcp.has(dport) ? ALLOW : DENY;
+    if (proto === 6) return audit.has(dport) ? AUDIT : tcp.has(dport) ? ALLOW : DENY;
     if (proto === 17) return udp.has(dport) ? ALLOW : DENY;
     return DENY;
   };
