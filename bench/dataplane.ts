@@ -219,11 +219,17 @@ async function iperfClient(from: LabPodState, toIp: string, port: number, udp: b
     });
     if (r.code === 0) {
       // biome-ignore lint/suspicious/noExplicitAny: iperf3's JSON report
-      const j = JSON.parse(r.stdout) as any;
-      if (!udp) return j.end.sum_received.bits_per_second / 1e9;
-      const s = j.end.sum;
-      // Datagrams that arrived, per second, as the server counted them.
-      return (s.packets - s.lost_packets) / s.seconds / 1000;
+      let j: any;
+      try {
+        j = JSON.parse(r.stdout);
+      } catch {
+        j = undefined;
+      }
+      if (!udp && j?.end?.sum_received) return j.end.sum_received.bits_per_second / 1e9;
+      // Datagrams that arrived, per second, as the server counted them. Under load iperf3 now and
+      // then ends a UDP run without the server's summary: that run is repeated like a failed one.
+      const s = j?.end?.sum;
+      if (udp && s) return (s.packets - s.lost_packets) / s.seconds / 1000;
     }
     if (attempt >= 10) throw new Error(`iperf3 ${argv.join(" ")}: ${r.stdout.slice(0, 400)} ${r.stderr}`);
     await sleep(300);
