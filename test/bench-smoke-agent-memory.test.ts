@@ -11,7 +11,8 @@ it("bench/agent-memory.ts --quick --json reports the peak RSS under a pod-event 
   expect(out.eventsSynced).toBe(out.eventsSent);
   expect(out.syncErrors).toBe(0);
   expect(out.baselineRssMiB).toBeGreaterThan(0);
-  // The kernel's high-water mark is at least every sample taken.
-  expect(out.peakRssHwmMiB).toBeGreaterThanOrEqual(out.peakRssSampledMiB - 0.5);
-  expect(out.peakRssHwmMiB).toBeGreaterThanOrEqual(out.baselineRssMiB);
+  // The kernel's high-water mark is at least every sample taken, give or take its per-thread RSS
+  // counter batching (up to 64 pages per thread are folded in lazily: a few hundred KiB apart).
+  expect(out.peakRssHwmMiB).toBeGreaterThanOrEqual(out.peakRssSampledMiB - 2);
+  expect(out.peakRssHwmMiB).toBeGreaterThanOrEqual(out.baselineRssMiB - 2);
 }, 200_000);

@@ -11,7 +11,15 @@ it("bench/dataplane.ts --quick --json prints a run with rules, sets and timings"
   const run = last.runs[0];
   expect(run.rules).toBeGreaterThan(0);
   expect(run.ipsets).toBeGreaterThan(0);
-  for (const k of ["fullApplyMs", "policyChangeMs", "podAddMs", "plainRestoreMs", "ratioVsPlainRestore"])
+  expect(run.clusterPolicies).toBeGreaterThan(0);
+  for (const k of [
+    "fullApplyMs",
+    "policyChangeMs",
+    "clusterPolicyChangeMs",
+    "podAddMs",
+    "plainRestoreMs",
+    "ratioVsPlainRestore",
+  ])
     expect(run[k]).toBeGreaterThan(0);
   for (const k of ["tcpLossPct", "udpLossPct", "tcpLossVsBarePct", "udpLossVsBarePct"])
     expect(Number.isFinite(run[k]), k).toBe(true);
