@@ -253,3 +253,18 @@ export function readList(
   if (v.length > max) throw new InputError(object, field, `must have at most ${max} items, has ${v.length}`);
   return v;
 }
+
+/** Each item of a list (absent and null read as empty) as an object with its field path. */
+export function eachObject<T>(
+  v: unknown,
+  object: string,
+  field: string,
+  fn: (o: Obj, f: string, i: number) => T,
+  max = Number.POSITIVE_INFINITY,
+): T[] {
+  return readList(v, object, field, max).map((item, i) => {
+    const f = `${field}[${i}]`;
+    if (!isObj(item)) throw new InputError(object, f, "must be an object");
+    return fn(item, f, i);
+  });
+}

@@ -8,7 +8,7 @@
  */
 import { type DecisionSource, decide, type PlanPicker, type Verdict } from "./engine.js";
 import { parseIP } from "./ip.js";
-import { type PodInfo, PROTO, type ProtoName, podKey } from "./model.js";
+import { type PodInfo, PROTO, type ProtoName, podKey, protoNum } from "./model.js";
 
 export interface PortProto {
   port: number;
@@ -51,7 +51,7 @@ export function parsePortProto(s: string): PortProto | string {
   const port = Number(m[1]);
   if (port < 1 || port > 65535) return `port ${port} out of range 1-65535`;
   const protocol = (m[2] ?? "TCP").toUpperCase();
-  if (!(protocol in PROTO)) return `unknown protocol ${JSON.stringify(m[2])} (TCP, UDP or SCTP)`;
+  if (protoNum(protocol) === undefined) return `unknown protocol ${JSON.stringify(m[2])} (TCP, UDP or SCTP)`;
   return { port, protocol: protocol as ProtoName };
 }
 

@@ -10,6 +10,7 @@
 import { InputError } from "../errors.js";
 import { cidrContains, type ParsedCIDR, parseLegacyCIDR, unmapV4 } from "../ip.js";
 import {
+  eachObject,
   isObj,
   type KindInfo,
   type Obj,
@@ -49,11 +50,7 @@ export function compileNpPorts(
   field: string,
   strict: boolean,
 ): PortSpec[] | null {
-  const list = readList(raw, object, field);
-  if (list.length === 0) return null;
-  return list.map((p: unknown, i: number): PortSpec => {
-    const f = `${field}[${i}]`;
-    if (!isObj(p)) throw new InputError(object, f, "must be an object");
+  const list = eachObject(raw, object, field, (p, f): PortSpec => {
     unknownFields(p, ["protocol", "port", "endPort"], object, f, strict);
     const protoName = own(p, "protocol") ?? "TCP";
     const proto = typeof protoName === "string" ? protoNum(protoName) : undefined;
@@ -100,6 +97,7 @@ export function compileNpPorts(
     }
     return { proto, from: port, to: endPort };
   });
+  return list.length === 0 ? null : list;
 }
 
 function compileBlock(raw: unknown, object: string, field: string, strict: boolean): BlockSpec {
@@ -135,11 +133,7 @@ function compilePeers(
   field: string,
   strict: boolean,
 ): PeerSpec[] | null {
-  const list = readList(raw, object, field);
-  if (list.length === 0) return null;
-  return list.map((p: unknown, i: number): PeerSpec => {
-    const f = `${field}[${i}]`;
-    if (!isObj(p)) throw new InputError(object, f, "must be an object");
+  const list = eachObject(raw, object, field, (p, f): PeerSpec => {
     const unknown = unknownFields(p, ["podSelector", "namespaceSelector", "ipBlock"], object, f, strict);
     const hasPod = present(p, "podSelector");
     const hasNs = present(p, "namespaceSelector");
@@ -158,6 +152,7 @@ function compilePeers(
     const nsSel = compileSelector(own(p, "namespaceSelector"), object, `${f}.namespaceSelector`);
     return { kind: "sel", sel: selectorSpec(null, nsSel, podSel) };
   });
+  return list.length === 0 ? null : list;
 }
 
 function compileRules(
